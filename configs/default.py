@@ -1,0 +1,37 @@
+"""Shared base config: FCN-8s on VGG16, PASCAL VOC classes, clockwork evaluation."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.num_classes = 21  # PASCAL VOC: background + 20 classes
+    config.model.widths = "vgg16"  # or "narrow": same topology, few channels (tests)
+    config.model.dropout_rate = 0.5
+    config.model.zero_init_scores = True  # FCN zero-initialises the score layers
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "synthetic"  # the only reader so far; real data sets come next
+    config.data.mean = "voc"  # key of model.MEAN_BGR
+    config.data.size = 256  # synthetic scenes: frame height and width
+    config.data.shift = 16  # px per frame of the translated video (paper: 16 and 32)
+    config.data.num_frames = 6  # per translated video; frames 2.. are scored
+    config.data.num_videos = 4
+
+    config.clock = ml_collections.ConfigDict()
+    config.clock.schedule = "oracle"
+    config.clock.boundary_radius = 5  # the paper's 10-px boundary band
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.learning_rate = 1e-4  # for the pixel-mean loss (train_lib.loss_fn)
+    config.optim.momentum = 0.99
+    config.optim.weight_decay = 5e-4
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 100
+    config.train.batch_size = 1  # FCN trains with batch size one
+    config.train.log_every = 10
+    return config

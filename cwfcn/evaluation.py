@@ -1,0 +1,107 @@
+"""Scores clockwork schedules on labelled videos: the paper's metrics plus cost.
+
+For each schedule: pixel acc / mean acc / mean IU / fw IU over one confusion
+matrix summed across videos, the same on the boundary band, the temporal
+difference of the predicted labels (mean and std across videos), the fraction of
+frames each stage fired, the FLOP fraction of oracle and the measured ms/frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cwfcn import clockwork, cost, metrics
+from cwfcn.data.translate import SCORED_FRAMES
+
+Video = tuple[np.ndarray, np.ndarray]  # frames float32 [T, H, W, 3], labels uint8 [T, H, W]
+
+
+def evaluate_schedule(
+    net: nnx.Module,
+    videos: Sequence[Video],
+    schedule: str | clockwork.Schedule,
+    *,
+    scored: slice = SCORED_FRAMES,
+    boundary_radius: int = 5,
+) -> dict:
+    """Runs one schedule over every video and scores it.
+
+    Args:
+      net: a staged net with `num_classes` (e.g. `model.FCN8s`).
+      videos: (frames float32 `[T, H, W, 3]` preprocessed, labels `[T, H, W]`) pairs.
+      schedule: a schedule or its name.
+      scored: the frames of each video that are scored (all are run).
+      boundary_radius: radius of the boundary band.
+
+    Returns:
+      A flat dict of metrics (see the module docstring); ms/frame excludes compiling.
+    """
+    schedule = clockwork.parse_schedule(schedule)
+    c = net.num_classes
+    hist = np.zeros((c, c), np.int64)
+    band_hist = np.zeros((c, c), np.int64)
+    tds, fired, seconds, frames_run = [], [], 0.0, 0
+    compiled: set[tuple] = set()
+    for frames, labels in videos:
+        if frames.shape not in compiled:  # compile outside the timed region
+            jax.block_until_ready(jnp.argmax(clockwork.run(net, frames, schedule).scores, -1))
+            compiled.add(frames.shape)
+        start = time.perf_counter()
+        out = clockwork.run(net, frames, schedule)
+        preds = np.asarray(jnp.argmax(out.scores, -1))
+        seconds += time.perf_counter() - start
+        frames_run += len(frames)
+        hist += metrics.confusion(labels[scored], preds[scored], c)
+        band_hist += metrics.boundary_confusion(labels[scored], preds[scored], c, boundary_radius)
+        tds.append(metrics.temporal_difference(preds))
+        fired.append(np.asarray(out.fired))
+    flops = cost.stage_flops(net, videos[0][0].shape[1:])
+    all_fired = np.concatenate(fired)
+    result = {"schedule": schedule.name, **metrics.scores(hist)}
+    result.update({f"bdry_{k}": v for k, v in metrics.scores(band_hist).items()})
+    result.update(
+        temporal_diff=float(np.mean(tds)),
+        temporal_diff_std=float(np.std(tds)),
+        fired=all_fired.mean(0).tolist(),
+        flop_fraction=cost.flop_fraction(all_fired, flops),
+        ms_per_frame=1e3 * seconds / frames_run,
+        frames=frames_run,
+    )
+    return result
+
+
+def add_speedups(rows: list[dict]) -> list[dict]:
+    """Adds `time_fraction` (ms/frame over oracle's) where an oracle row exists."""
+    oracle = next((r["ms_per_frame"] for r in rows if r["schedule"] == "oracle"), None)
+    for row in rows:
+        row["time_fraction"] = row["ms_per_frame"] / oracle if oracle else None
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The paper-style results table, one row per schedule."""
+    cols = [
+        ("schedule", "{:<15}", 15), ("pix acc", "{:>8.1f}", 8), ("mean acc", "{:>9.1f}", 9),
+        ("mean IU", "{:>8.1f}", 8), ("fw IU", "{:>7.1f}", 7), ("IU-bdry", "{:>8.1f}", 8),
+        ("fwIU-bdry", "{:>10.1f}", 10), ("temp diff", "{:>10.3f}", 10),
+        ("fired S1/S2/S3", "{:>16}", 16), ("FLOP frac", "{:>10.2f}", 10),
+        ("ms/frame", "{:>9.1f}", 9), ("time frac", "{:>10}", 10),
+    ]
+    lines = ["".join(f"{name:>{w}}" if i else f"{name:<{w}}" for i, (name, _, w) in
+                     enumerate(cols))]
+    lines.append("-" * len(lines[0]))
+    for r in rows:
+        tf = "-" if r.get("time_fraction") is None else f"{r['time_fraction']:.2f}"
+        values = [
+            r["schedule"], 100 * r["pixel_acc"], 100 * r["mean_acc"], 100 * r["mean_iu"],
+            100 * r["fw_iu"], 100 * r["bdry_mean_iu"], 100 * r["bdry_fw_iu"], r["temporal_diff"],
+            "/".join(f"{f:.2f}" for f in r["fired"]), r["flop_fraction"], r["ms_per_frame"], tf,
+        ]
+        lines.append("".join(fmt.format(v) for (_, fmt, _), v in zip(cols, values, strict=True)))
+    return "\n".join(lines)

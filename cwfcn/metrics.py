@@ -1,0 +1,210 @@
+"""Semantic-segmentation metrics of FCN / Clockwork FCN.
+
+The confusion matrix is the single sufficient statistic: accumulate it over a data set, then call
+`scores` once. Per-batch confusions may be computed on device (jax path, int32), but totals over a
+whole data set should be summed in int64 on the host, e.g.
+``total += np.asarray(hist, np.int64)``, since int32 overflows past ~2e9 pixels.
+
+Also provides the "boundary" variant of the metrics (scores restricted to a band around object
+boundaries) and the temporal-difference statistic of label videos.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+IGNORE_LABEL = 255
+
+
+def _is_jax(x: Any) -> bool:
+    # Tracers are jax.Array instances too, so this also selects the jax path inside jit.
+    return isinstance(x, jax.Array)
+
+
+def _confusion_jax(labels: jax.Array, preds: jax.Array, num_classes: int) -> jax.Array:
+    labels = jnp.asarray(labels).astype(jnp.int32).ravel()
+    preds = jnp.asarray(preds).astype(jnp.int32).ravel()
+    valid = (labels >= 0) & (labels < num_classes)
+    # Invalid pixels are sent to bin 0 with weight 0, keeping shapes static for jit.
+    idx = jnp.where(valid, num_classes * labels + preds, 0)
+    hist = jnp.zeros(num_classes * num_classes, dtype=int).at[idx].add(valid.astype(int))
+    return hist.reshape(num_classes, num_classes)
+
+
+def _confusion_np(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    preds = np.asarray(preds).astype(np.int64).ravel()
+    valid = (labels >= 0) & (labels < num_classes)
+    labels, preds = labels[valid], preds[valid]
+    if preds.size and (preds.min() < 0 or preds.max() >= num_classes):
+        raise ValueError(
+            f"predictions must lie in [0, {num_classes}) where the label is valid; got range "
+            f"[{preds.min()}, {preds.max()}]. Pass argmax class indices, not scores."
+        )
+    hist = np.bincount(num_classes * labels + preds, minlength=num_classes * num_classes)
+    return hist.astype(np.int64).reshape(num_classes, num_classes)
+
+
+def confusion(labels: Any, preds: Any, num_classes: int) -> np.ndarray | jax.Array:
+    """Confusion matrix of a labelling.
+
+    Args:
+        labels: integer ground truth of any shape. Pixels outside ``[0, num_classes)`` (e.g. 255 =
+            ignore, or negative values) are not counted.
+        preds: integer predictions, same shape as ``labels``, assumed in ``[0, num_classes)``
+            (checked on the numpy path; undefined placement on the jax path).
+        num_classes: number of classes C (static under jit).
+
+    Returns:
+        ``[C, C]`` counts, rows = truth, columns = prediction. If either input is a jax Array
+        (including a tracer inside ``jax.jit``) it is computed with jax.numpy and returned as a jax
+        Array of JAX's default int (int32 unless x64 is enabled); otherwise a numpy int64 array.
+        Sum data-set totals in int64 on the host: ``np.asarray(hist, np.int64)``.
+
+    Raises:
+        ValueError: if the shapes of ``labels`` and ``preds`` differ.
+    """
+    if np.shape(labels) != np.shape(preds):
+        raise ValueError(
+            f"labels and preds must have the same shape, got {np.shape(labels)} and "
+            f"{np.shape(preds)}"
+        )
+    if _is_jax(labels) or _is_jax(preds):
+        return _confusion_jax(labels, preds, num_classes)
+    return _confusion_np(labels, preds, num_classes)
+
+
+def scores(hist: Any) -> dict[str, float]:
+    """FCN scores from a confusion matrix.
+
+    Per class i, with ``t_i`` the row sum (truth) and ``p_i`` the column sum (prediction):
+    accuracy ``n_ii / t_i`` and IU ``n_ii / (t_i + p_i - n_ii)``.
+
+    * A class absent from both truth and prediction drops out of every mean.
+    * A class predicted but absent from truth counts with IU 0 in mean IU, and is left out of
+      mean accuracy (its accuracy is undefined).
+    * ``fw_iu = sum_i t_i IU_i / sum_i t_i``; ``pixel_acc = trace / total``.
+
+    Args:
+        hist: ``[C, C]`` confusion matrix (numpy int64 or jax), rows = truth.
+
+    Returns:
+        Dict of python floats with keys 'pixel_acc', 'mean_acc', 'mean_iu', 'fw_iu'. An all-zero
+        matrix gives nan for every key (silently).
+    """
+    hist = np.asarray(hist, dtype=np.int64).astype(np.float64)
+    diag = np.diag(hist)
+    truth = hist.sum(axis=1)
+    pred = hist.sum(axis=0)
+    union = truth + pred - diag
+    present = union > 0
+    labelled = truth > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iu = diag / union
+        acc = diag / truth
+        # Explicit sum/count instead of np.mean: an empty selection gives nan without a warning.
+        return {
+            "pixel_acc": float(diag.sum() / hist.sum()),
+            "mean_acc": float(acc[labelled].sum() / np.float64(labelled.sum())),
+            "mean_iu": float(iu[present].sum() / np.float64(present.sum())),
+            "fw_iu": float((truth[present] * iu[present]).sum() / truth.sum()),
+        }
+
+
+def _disk(radius: int) -> np.ndarray:
+    """Disk structuring element, ``[2r+1, 2r+1]`` bool: offset (dy, dx) in iff dy²+dx² <= r²."""
+    dy, dx = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return dy**2 + dx**2 <= radius**2
+
+
+def _check_radius(radius: Any) -> None:
+    if isinstance(radius, bool) or not isinstance(radius, int | np.integer) or radius < 1:
+        raise ValueError(f"radius must be a positive int, got {radius!r}")
+
+
+def boundary_mask(label: Any, radius: int = 5) -> np.ndarray:
+    """Band around object boundaries, where the paper's "boundary" metrics are scored.
+
+    Foreground is ``(label > 0) & (label != 255)``; the band is the dilation of the foreground by
+    a disk of the given radius XOR its erosion by the same disk. The image border neither erodes
+    nor dilates: objects cut by the border get no band along it.
+
+    Args:
+        label: ``[H, W]`` integer label map (numpy or jax).
+        radius: disk radius in pixels, positive int.
+
+    Returns:
+        ``[H, W]`` bool numpy array, True inside the band.
+
+    Raises:
+        ValueError: if radius is not a positive int or label is not rank 2.
+    """
+    _check_radius(radius)
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"label must be [H, W], got shape {label.shape}")
+    fg = (label > 0) & (label != IGNORE_LABEL)
+    disk = _disk(int(radius))
+    dilated = ndimage.binary_dilation(fg, structure=disk, border_value=0)
+    eroded = ndimage.binary_erosion(fg, structure=disk, border_value=1)
+    return dilated ^ eroded
+
+
+def boundary_confusion(labels: Any, preds: Any, num_classes: int, radius: int = 5) -> np.ndarray:
+    """Confusion matrix restricted to the boundary band of each label map.
+
+    Args:
+        labels: ``[H, W]`` or ``[N, H, W]`` integer ground truth (numpy or jax).
+        preds: predictions of the same shape, in ``[0, num_classes)``.
+        num_classes: number of classes C.
+        radius: band radius, see `boundary_mask`.
+
+    Returns:
+        ``[C, C]`` numpy int64 counts over band pixels only (ignore labels still ignored).
+
+    Raises:
+        ValueError: on shape mismatch, rank other than 2 or 3, or a bad radius.
+    """
+    labels = np.asarray(labels)
+    preds = np.asarray(preds)
+    if labels.shape != preds.shape:
+        raise ValueError(
+            f"labels and preds must have the same shape, got {labels.shape} and {preds.shape}"
+        )
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"labels must be [H, W] or [N, H, W], got shape {labels.shape}")
+    _check_radius(radius)
+    if labels.ndim == 2:
+        labels, preds = labels[None], preds[None]
+    hist = np.zeros((num_classes, num_classes), np.int64)
+    for label, pred in zip(labels, preds, strict=True):
+        band = boundary_mask(label, radius)
+        hist += _confusion_np(label[band], pred[band], num_classes)
+    return hist
+
+
+def temporal_difference(label_maps: Any) -> float:
+    """Mean fraction of pixels whose label changes from the previous frame.
+
+    Frame 0 has no predecessor and counts as 0, so the result is
+    ``sum_{t>=1} frac_t / T``; a single frame gives 0.
+
+    Args:
+        label_maps: ``[T, H, W]`` integer label video (numpy or jax).
+
+    Returns:
+        The mean changed fraction as a python float in [0, 1).
+
+    Raises:
+        ValueError: if ``label_maps`` is not rank 3.
+    """
+    maps = np.asarray(label_maps)
+    if maps.ndim != 3:
+        raise ValueError(f"label_maps must be [T, H, W], got shape {maps.shape}")
+    changed = maps[1:] != maps[:-1]
+    return float(changed.mean(axis=(1, 2)).sum() / maps.shape[0]) if len(changed) else 0.0

@@ -1,0 +1,359 @@
+"""FCN-8s on VGG16 (Long, Shelhamer, Darrell), staged for clockwork execution.
+
+The topology is the Caffe "fcn8s" net of the paper: conv1_1 is padded by 100, the
+2x2/2 max-pools round up (Caffe's ceil mode), fc6 is a 7x7 convolution without
+padding, and the skip paths are cropped at offsets 5 (score_pool4), 9 (score_pool3)
+and 31 (upscore8). All tensors are NHWC; frames are BGR, 0..255, minus the data
+set's mean (see `preprocess`).
+
+The net is cut into three stages for the clockwork engine (DESIGN.md):
+  S1 = conv1_1 .. pool3 (+ score_pool3), S2 = conv4_1 .. pool4 (+ score_pool4),
+  S3 = conv5_1 .. fc7, score_fr, upscore2,
+and `fuse` combines the latest output of each stage into full-size scores.
+`FCN8s.staging` tells `clockwork` how to call them, so the engine never needs to
+know this network.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cwfcn.clockwork import Staging
+
+# Per-data-set means in BGR order, subtracted from 0..255 pixels (no scaling).
+MEAN_BGR = {
+    "voc": (104.00698793, 116.66876762, 122.67891434),
+    "nyud": (116.190, 97.203, 92.318),
+    "cityscapes": (72.78044, 83.21195, 73.45286),
+}
+
+# VGG16 channel widths per block, then fc6/fc7; `narrow` keeps the topology.
+VGG16_WIDTHS = (64, 128, 256, 512, 512, 4096)
+NARROW_WIDTHS = (4, 8, 8, 16, 16, 32)
+
+# Crop offsets of the Caffe net, from its coordinate maps.
+POOL4_CROP, POOL3_CROP, UPSCORE8_CROP = 5, 9, 31
+# Offsets of the truncated baselines: score_pool4 x16 and score_pool3 x8 upsampled
+# bilinearly, mapped back to the input (pool4 -> in = 16 y - 91.5, and a 32/16
+# kernel shifts by 15.5: 107; pool3 -> in = 8 y - 95.5, a 16/8 kernel: 103).
+TRUNC_POOL4_CROP, TRUNC_POOL3_CROP = 107, 103
+
+
+def preprocess(images: jax.Array | np.ndarray, mean_bgr: Sequence[float]) -> jax.Array:
+    """RGB uint8 images -> the net's input.
+
+    Args:
+      images: `[..., H, W, 3]` RGB, 0..255 (any numeric dtype).
+      mean_bgr: the data set's mean, BGR order (see `MEAN_BGR`).
+
+    Returns:
+      float32 `[..., H, W, 3]`: BGR minus the mean, no scaling (as the Caffe nets).
+    """
+    x = jnp.asarray(images, jnp.float32)[..., ::-1]
+    return x - jnp.asarray(mean_bgr, jnp.float32)
+
+
+def bilinear_kernel(size: int) -> np.ndarray:
+    """1-D bilinear interpolation taps of an upsampling deconvolution.
+
+    Args:
+      size: the kernel size (2 x factor for the FCN upsamplers).
+
+    Returns:
+      float32 `[size]`; the 2-D kernel is its outer product (FCN's `upsample_filt`).
+    """
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    return (1 - np.abs(np.arange(size) - center) / factor).astype(np.float32)
+
+
+def bilinear_deconv_init(size: int, channels: int) -> np.ndarray:
+    """A `[size, size, C, C]` deconv kernel that upsamples each channel on its own."""
+    k = np.outer(bilinear_kernel(size), bilinear_kernel(size))
+    w = np.zeros((size, size, channels, channels), np.float32)
+    w[:, :, np.arange(channels), np.arange(channels)] = k[:, :, None]
+    return w
+
+
+def deconv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """Caffe's Deconvolution with no padding: out[s*i + a] += x[i] * w[a].
+
+    Args:
+      x: `[N, h, w, Cin]`.
+      kernel: `[k, k, Cin, Cout]`, Caffe's `[Cin, Cout, k, k]` transposed.
+      stride: the upsampling factor s.
+
+    Returns:
+      `[N, (h-1)*s + k, (w-1)*s + k, Cout]`.
+    """
+    k = kernel.shape[0]
+    # A transposed conv is a conv over the s-dilated input with the flipped kernel.
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel[::-1, ::-1],
+        window_strides=(1, 1),
+        padding=((k - 1, k - 1), (k - 1, k - 1)),
+        lhs_dilation=(stride, stride),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def _interp_matrix(n_in: int, factor: int, offset: int, n_out: int) -> np.ndarray:
+    """`[n_out, n_in]`: a fixed bilinear deconv (kernel 2*factor) along one axis, cropped."""
+    taps = bilinear_kernel(2 * factor)
+    m = np.zeros(((n_in - 1) * factor + 2 * factor, n_in), np.float32)
+    for i in range(n_in):
+        m[i * factor : i * factor + 2 * factor, i] = taps
+    return m[offset : offset + n_out]
+
+
+def upsample_crop(x: jax.Array, factor: int, offset: int, out_hw: tuple[int, int]) -> jax.Array:
+    """A fixed per-channel bilinear deconv (kernel 2*factor, stride factor), then a crop.
+
+    Equal to Caffe's grouped bilinear Deconvolution followed by Crop, but computed as
+    two small matmuls, since the kernel is separable (grouped transposed convs are
+    pathologically slow on XLA CPU).
+
+    Args:
+      x: `[N, h, w, C]`.
+      factor: the stride; the kernel is 2 * factor wide.
+      offset: the crop offset on both axes.
+      out_hw: (H, W) of the output.
+
+    Returns:
+      `[N, H, W, C]`, x's dtype.
+    """
+    mh = jnp.asarray(_interp_matrix(x.shape[1], factor, offset, out_hw[0]), x.dtype)
+    mw = jnp.asarray(_interp_matrix(x.shape[2], factor, offset, out_hw[1]), x.dtype)
+    y = jnp.einsum("Hh,nhwc->nHwc", mh, x)
+    return jnp.einsum("Ww,nHwc->nHWc", mw, y)
+
+
+def max_pool_ceil(x: jax.Array) -> jax.Array:
+    """2x2/2 max-pool that rounds up, as Caffe: `[N, h, w, C] -> [N, ceil(h/2), ceil(w/2), C]`."""
+    pad = ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), pad)
+
+
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """A VALID, stride-1 convolution as shifted slices + one matmul (im2col).
+
+    Used for fc6 (7x7, 512 -> 4096 on a small map), which XLA CPU runs at well
+    under half its matmul speed as a convolution, and about 4x faster this way.
+
+    Args:
+      x: `[N, h, w, Cin]`.
+      kernel: `[k, k, Cin, Cout]`.
+      bias: `[Cout]`.
+
+    Returns:
+      `[N, h - k + 1, w - k + 1, Cout]`.
+    """
+    kh, kw, cin, cout = kernel.shape
+    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    cols = jnp.concatenate(
+        [x[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)], axis=-1
+    )
+    return cols @ kernel.reshape(kh * kw * cin, cout) + bias
+
+
+def _crop(x: jax.Array, offset: int, hw: tuple[int, int]) -> jax.Array:
+    return x[:, offset : offset + hw[0], offset : offset + hw[1]]
+
+
+class FCN8s(nnx.Module):
+    """FCN-8s, VGG16 trunk, as the Caffe net of the paper.
+
+    Args:
+      num_classes: C, the number of output classes (21 for PASCAL VOC).
+      widths: channels of the five conv blocks and of fc6/fc7 (`VGG16_WIDTHS`);
+        `NARROW_WIDTHS` gives the same topology, small enough for tests.
+      dropout_rate: dropout after fc6 and fc7, active only when a `dropout_key` is
+        given (training); inference is deterministic.
+      zero_init_scores: zero-initialise the score layers, as FCN does when
+        fine-tuning; random init gives a net whose outputs differ per class (tests).
+      rngs: `nnx.Rngs` for initialisation.
+    """
+
+    staging: Staging  # set below the class: how the clockwork engine calls the stages
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        *,
+        widths: Sequence[int] = VGG16_WIDTHS,
+        dropout_rate: float = 0.5,
+        zero_init_scores: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.num_classes = num_classes
+        w1, w2, w3, w4, w5, wfc = widths
+        conv = functools.partial(nnx.Conv, kernel_size=(3, 3), padding=1, rngs=rngs)
+        self.conv1_1 = nnx.Conv(3, w1, (3, 3), padding=100, rngs=rngs)
+        self.conv1_2 = conv(w1, w1)
+        self.conv2_1, self.conv2_2 = conv(w1, w2), conv(w2, w2)
+        self.conv3_1, self.conv3_2, self.conv3_3 = conv(w2, w3), conv(w3, w3), conv(w3, w3)
+        self.conv4_1, self.conv4_2, self.conv4_3 = conv(w3, w4), conv(w4, w4), conv(w4, w4)
+        self.conv5_1, self.conv5_2, self.conv5_3 = conv(w4, w5), conv(w5, w5), conv(w5, w5)
+        self.fc6 = nnx.Conv(w5, wfc, (7, 7), padding="VALID", rngs=rngs)
+        self.fc7 = nnx.Conv(wfc, wfc, (1, 1), rngs=rngs)
+        self.drop6 = nnx.Dropout(dropout_rate)
+        self.drop7 = nnx.Dropout(dropout_rate)
+        score_init = (
+            nnx.initializers.zeros if zero_init_scores else nnx.initializers.normal(0.01)
+        )
+        score = functools.partial(nnx.Conv, kernel_size=(1, 1), kernel_init=score_init, rngs=rngs)
+        self.score_fr = score(wfc, num_classes)
+        self.score_pool4 = score(w4, num_classes)
+        self.score_pool3 = score(w3, num_classes)
+        # Learnable 2x upsamplers, bilinear at init; dense kernels so that a Caffe
+        # model whose upsamplers were learned loads exactly. upscore8 is fixed.
+        self.upscore2 = nnx.Param(jnp.asarray(bilinear_deconv_init(4, num_classes)))
+        self.upscore_pool4 = nnx.Param(jnp.asarray(bilinear_deconv_init(4, num_classes)))
+
+    def stage1(self, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """S1: conv1_1 .. pool3, + score_pool3.
+
+        Args:
+          frames: float32 `[N, H, W, 3]`, preprocessed (`preprocess`).
+
+        Returns:
+          pool3 `[N, h3, w3, w3c]` and score_pool3 `[N, h3, w3, C]`, uncropped.
+        """
+        x = frames
+        for block in (
+            (self.conv1_1, self.conv1_2),
+            (self.conv2_1, self.conv2_2),
+            (self.conv3_1, self.conv3_2, self.conv3_3),
+        ):
+            for layer in block:
+                x = jax.nn.relu(layer(x))
+            x = max_pool_ceil(x)
+        return x, self.score_pool3(x)
+
+    def stage2(self, pool3: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """S2: conv4_1 .. pool4, + score_pool4.
+
+        Args:
+          pool3: `[N, h3, w3, c3]` from `stage1`.
+
+        Returns:
+          pool4 `[N, h4, w4, c4]` and score_pool4 `[N, h4, w4, C]`, uncropped.
+        """
+        x = pool3
+        for layer in (self.conv4_1, self.conv4_2, self.conv4_3):
+            x = jax.nn.relu(layer(x))
+        x = max_pool_ceil(x)
+        return x, self.score_pool4(x)
+
+    def stage3(self, pool4: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """S3: conv5_1 .. pool5, fc6, fc7, score_fr, upscore2.
+
+        Args:
+          pool4: `[N, h4, w4, c4]` from `stage2`.
+          dropout_key: a PRNG key to apply dropout (training); None: no dropout.
+
+        Returns:
+          upscore2 `[N, 2 * h6 + 2, 2 * w6 + 2, C]` with h6 = ceil(h4 / 2) - 6.
+        """
+        x = pool4
+        for layer in (self.conv5_1, self.conv5_2, self.conv5_3):
+            x = jax.nn.relu(layer(x))
+        x = max_pool_ceil(x)
+        fc6 = conv_as_matmul(x, self.fc6.kernel[...], self.fc6.bias[...])
+        keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        x = self.drop6(jax.nn.relu(fc6), deterministic=dropout_key is None, rngs=keys[0])
+        x = self.drop7(jax.nn.relu(self.fc7(x)), deterministic=dropout_key is None, rngs=keys[1])
+        return deconv(self.score_fr(x), self.upscore2[...], 2)
+
+    def fuse(
+        self,
+        score_pool3: jax.Array,
+        score_pool4: jax.Array,
+        upscore2: jax.Array,
+        out_hw: tuple[int, int],
+    ) -> jax.Array:
+        """The skip fusion: crops, sums, upscore_pool4, upscore8, final crop.
+
+        The three inputs may come from different frames (that is the clockwork).
+
+        Args:
+          score_pool3: `[N, h3, w3, C]` from `stage1`.
+          score_pool4: `[N, h4, w4, C]` from `stage2`.
+          upscore2: `[N, hu, wu, C]` from `stage3`.
+          out_hw: (H, W) of the input frames.
+
+        Returns:
+          float32 scores `[N, H, W, C]`.
+        """
+        hw2 = upscore2.shape[1:3]
+        fuse_pool4 = upscore2 + _crop(score_pool4, POOL4_CROP, hw2)
+        up4 = deconv(fuse_pool4, self.upscore_pool4[...], 2)
+        fuse_pool3 = up4 + _crop(score_pool3, POOL3_CROP, up4.shape[1:3])
+        return upsample_crop(fuse_pool3, 8, UPSCORE8_CROP, tuple(out_hw))
+
+    def __call__(self, frames: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """The full net: float32 `[N, H, W, 3]` -> scores `[N, H, W, C]`.
+
+        `dropout_key` (a PRNG key) turns dropout on, for training.
+        """
+        pool3, score_pool3 = self.stage1(frames)
+        pool4, score_pool4 = self.stage2(pool3)
+        upscore2 = self.stage3(pool4, dropout_key)
+        return self.fuse(score_pool3, score_pool4, upscore2, frames.shape[1:3])
+
+    def truncated(self, frames: jax.Array, stages: int) -> jax.Array:
+        """The paper's latency baselines: the net cut after S1 ("pool3") or S2 ("pool4").
+
+        The kept stage's score layer is upsampled bilinearly to the input (x8 from
+        score_pool3, x16 from score_pool4), with no deeper stage computed.
+
+        Args:
+          frames: float32 `[N, H, W, 3]`.
+          stages: 1 (score from pool3) or 2 (score from pool4).
+
+        Returns:
+          float32 scores `[N, H, W, C]`.
+        """
+        pool3, score_pool3 = self.stage1(frames)
+        hw = frames.shape[1:3]
+        if stages == 1:
+            return upsample_crop(score_pool3, 8, TRUNC_POOL3_CROP, hw)
+        if stages == 2:
+            return upsample_crop(self.stage2(pool3)[1], 16, TRUNC_POOL4_CROP, hw)
+        raise ValueError(f"truncated(stages={stages}): use 1 (pool3) or 2 (pool4)")
+
+
+def _stage1(net: FCN8s, frames: jax.Array):
+    return net.stage1(frames)
+
+
+def _stage2(net: FCN8s, s1_out):
+    return net.stage2(s1_out[0])
+
+
+def _stage3(net: FCN8s, s2_out):
+    return net.stage3(s2_out[0])
+
+
+def _fuse(net: FCN8s, outs, out_hw):
+    (_, score_pool3), (_, score_pool4), upscore2 = outs
+    return net.fuse(score_pool3, score_pool4, upscore2, out_hw)
+
+
+def _clock_scores(outs):
+    # The adaptive clock watches the class argmax of the uncropped score_pool4.
+    return outs[1][1]
+
+
+FCN8s.staging = Staging(
+    stages=(_stage1, _stage2, _stage3), fuse=_fuse, clock_scores=_clock_scores
+)
+
+narrow_fcn8s = functools.partial(FCN8s, widths=NARROW_WIDTHS, zero_init_scores=False)

@@ -1,0 +1,81 @@
+"""The entry points on the tiny config: evaluate.py's table and JSON, train.py, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from cwfcn import train_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
+    out = tmp_path / "results.json"
+    proc = _run("evaluate.py", "--config", "configs/tiny.py", "--schedule", "all",
+                "--theta", "0.3", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["schedule"]: r for r in json.loads(out.read_text())["results"]}
+    assert list(rows) == ["oracle", "skip", "exponential", "alternating", "adaptive:0.3",
+                          "pipeline2", "pipeline3"]
+    for name in rows:  # every schedule is a row of the printed table
+        assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
+    assert rows["oracle"]["time_fraction"] == 1.0
+    # 2 videos x 6 frames: the fired fractions follow the periods exactly.
+    assert rows["skip"]["fired"] == [0.5, 0.5, 0.5]
+    assert rows["exponential"]["fired"] == pytest.approx([1.0, 0.5, 2 / 6])
+    assert rows["alternating"]["fired"] == [1.0, 1.0, 0.5]
+    for r in rows.values():
+        assert 0.0 <= r["mean_iu"] <= 1.0 and 0.0 <= r["bdry_mean_iu"] <= 1.0
+        assert 0.0 <= r["flop_fraction"] <= 1.0 and r["frames"] == 12
+
+
+def test_evaluate_bad_schedule_is_one_clear_error():
+    proc = _run("evaluate.py", "--config", "configs/tiny.py", "--schedule", "periods:0,1,1")
+    assert proc.returncode == 2
+    assert "periods must be positive integers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_theta_out_of_range_is_one_clear_error():
+    proc = _run("evaluate.py", "--config", "configs/tiny.py", "--theta", "1.5")
+    assert proc.returncode == 2
+    assert "theta must be a number in [0, 1]" in proc.stderr
+
+
+def test_loss_ignores_255_and_matches_numpy():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, (2, 3, 4))
+    labels[0, 0, :2] = 255
+    logp = scores - np.log(np.exp(scores).sum(-1, keepdims=True))
+    valid = labels != 255
+    want = -np.mean([logp[n, i, j, labels[n, i, j]] for n, i, j in zip(*np.nonzero(valid))])
+    got = train_lib.loss_fn(jnp.asarray(scores), jnp.asarray(labels))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss():
+    config = tiny.get_config()
+    config.train.steps = 24
+    _, losses = train_lib.train(config)
+    assert len(losses) == 24 and np.all(np.isfinite(losses))
+    assert np.mean(losses[-6:]) < 0.85 * np.mean(losses[:6])
+
+
+def test_train_cli_runs_tiny_config():
+    proc = _run("train.py", "--config", "configs/tiny.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "over 4 steps" in proc.stdout

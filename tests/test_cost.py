@@ -1,0 +1,79 @@
+"""FLOP accounting: XLA's count per stage against hand-counted convolutions."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cwfcn import clockwork, cost, model
+
+WIDTHS = (16, 16, 32, 32, 32, 64)
+
+
+def _conv_flops(h, w, k, cin, cout):
+    return 2 * h * w * k * k * cin * cout
+
+
+def _hand_flops(size, widths, c):
+    """Multiply-add FLOPs of every conv/deconv of FCN-8s, by the Caffe shape arithmetic."""
+    w1, w2, w3, w4, w5, wf = widths
+    h = size + 198  # conv1_1 pads by 100
+    s1 = _conv_flops(h, h, 3, 3, w1) + _conv_flops(h, h, 3, w1, w1)
+    h = -(-h // 2)
+    s1 += _conv_flops(h, h, 3, w1, w2) + _conv_flops(h, h, 3, w2, w2)
+    h = -(-h // 2)
+    s1 += _conv_flops(h, h, 3, w2, w3) + 2 * _conv_flops(h, h, 3, w3, w3)
+    h3 = -(-h // 2)
+    s1 += _conv_flops(h3, h3, 1, w3, c)
+    s2 = _conv_flops(h3, h3, 3, w3, w4) + 2 * _conv_flops(h3, h3, 3, w4, w4)
+    h4 = -(-h3 // 2)
+    s2 += _conv_flops(h4, h4, 1, w4, c)
+    s3 = _conv_flops(h4, h4, 3, w4, w5) + 2 * _conv_flops(h4, h4, 3, w5, w5)
+    h6 = -(-h4 // 2) - 6
+    s3 += _conv_flops(h6, h6, 7, w5, wf) + _conv_flops(h6, h6, 1, wf, wf)
+    s3 += _conv_flops(h6, h6, 1, wf, c)
+    return s1, s2, s3
+
+
+def test_stage_flops_match_hand_count():
+    net = model.FCN8s(5, widths=WIDTHS, rngs=nnx.Rngs(0))
+    flops = cost.stage_flops(net, (40, 40, 3))
+    hand = _hand_flops(40, WIDTHS, 5)
+    # XLA skips the taps that read zero padding (~8% here, on small maps) and adds
+    # biases, ReLUs and pools: the count stays close below the dense hand count.
+    for got, want in zip(flops.stages, hand, strict=True):
+        assert 0.9 * want <= got <= 1.02 * want, (got, want)
+    assert 0 < flops.fuse < 0.01 * flops.total
+    assert flops.total == pytest.approx(sum(flops.stages) + flops.fuse)
+
+
+def test_flop_fraction_hand_worked():
+    flops = cost.StageFlops(stages=(1.0, 2.0, 3.0), fuse=0.5)
+    fired = np.array([[1, 1, 1], [1, 0, 0]], bool)
+    # frame 0: 6 + 0.5; frame 1: 1 + 0.5; of 2 x 6.5.
+    assert cost.flop_fraction(fired, flops) == pytest.approx(8.0 / 13.0)
+    assert cost.flop_fraction(np.ones((4, 3), bool), flops) == pytest.approx(1.0)
+
+
+def _mm(net, x):
+    return x @ net.w[...]
+
+
+def _fuse_sum(net, outs, hw):
+    return outs[-1]
+
+
+class _MatmulNet(nnx.Module):
+    """Three stages of plain matmuls: their FLOPs are exactly 2 * M * K * N each."""
+
+    staging = clockwork.Staging(stages=(_mm, _mm, _mm), fuse=_fuse_sum,
+                                clock_scores=lambda outs: outs[1])
+
+    def __init__(self):
+        self.w = nnx.Param(jnp.ones((3, 3)))
+
+
+def test_stage_flops_exact_on_matmuls():
+    flops = cost.stage_flops(_MatmulNet(), (4, 5, 3))
+    assert flops.stages == (2 * 20 * 3 * 3,) * 3
+    assert flops.fuse == 0

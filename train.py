@@ -1,0 +1,34 @@
+"""Trains FCN-8s.
+
+    python train.py --config configs/tiny.py [--config.train.steps=100 ...]
+
+For now it trains on synthetic scenes (`config.data`); data sets, checkpoints and
+resume come with the full training pipeline.
+"""
+
+import sys
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from cwfcn import train_lib
+
+config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.", lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    try:
+        _, losses = train_lib.train(FLAGS.config)
+    except ValueError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    n = max(1, len(losses) // 10)
+    print(f"loss: first {np.mean(losses[:n]):.4f} -> last {np.mean(losses[-n:]):.4f} "
+          f"over {len(losses)} steps")
+
+
+if __name__ == "__main__":
+    app.run(main)
