@@ -194,7 +194,8 @@ def _cond(pred: jax.Array, compute: Callable[[], Any], cached: Any) -> Any:
 def _sequential_step(net, staging, schedule, state, x, t):
     """Frames with every lag 0: stage k reads stage k-1's output of this frame."""
     n = len(staging.stages)
-    fires = [t % p == 0 for p in schedule.periods]
+    # A stage with period 1 fires on every frame: a plain call, no branch at all.
+    fires = [True if p == 1 else t % p == 0 for p in schedule.periods]
     outs: list = []
     ref, change = state.ref, jnp.zeros((), jnp.float32)
     for k, stage in enumerate(staging.stages):
@@ -204,7 +205,10 @@ def _sequential_step(net, staging, schedule, state, x, t):
             fires[k] = (t == 0) | (change >= schedule.theta)
             ref = jnp.where(fires[k], cls, state.ref)
         src = x if k == 0 else outs[k - 1]
-        outs.append(_cond(fires[k], functools.partial(stage, net, src), state.cache[k]))
+        if fires[k] is True:
+            outs.append(stage(net, src))
+        else:
+            outs.append(_cond(fires[k], functools.partial(stage, net, src), state.cache[k]))
     return tuple(outs), jnp.stack([jnp.asarray(f) for f in fires]), ref, change
 
 

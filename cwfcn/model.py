@@ -107,7 +107,11 @@ def deconv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 def _interp_matrix(n_in: int, factor: int, offset: int, n_out: int) -> np.ndarray:
     """`[n_out, n_in]`: a fixed bilinear deconv (kernel 2*factor) along one axis, cropped."""
     taps = bilinear_kernel(2 * factor)
-    m = np.zeros(((n_in - 1) * factor + 2 * factor, n_in), np.float32)
+    n_up = (n_in - 1) * factor + 2 * factor
+    if offset + n_out > n_up:
+        raise ValueError(f"crop [{offset}, {offset + n_out}) runs past the {n_up} upsampled "
+                         f"positions of {n_in} inputs: the input is too small for this output")
+    m = np.zeros((n_up, n_in), np.float32)
     for i in range(n_in):
         m[i * factor : i * factor + 2 * factor, i] = taps
     return m[offset : offset + n_out]

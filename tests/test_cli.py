@@ -61,7 +61,8 @@ def test_loss_ignores_255_and_matches_numpy():
     labels[0, 0, :2] = 255
     logp = scores - np.log(np.exp(scores).sum(-1, keepdims=True))
     valid = labels != 255
-    want = -np.mean([logp[n, i, j, labels[n, i, j]] for n, i, j in zip(*np.nonzero(valid))])
+    picked = [logp[n, i, j, labels[n, i, j]] for n, i, j in zip(*np.nonzero(valid), strict=True)]
+    want = -np.mean(picked)
     got = train_lib.loss_fn(jnp.asarray(scores), jnp.asarray(labels))
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
