@@ -1,9 +1,9 @@
 """Trains FCN-8s.
 
-    python train.py --config configs/tiny.py [--config.train.steps=100 ...]
+    python train.py --config configs/tiny.py [--config.train.steps=100 ...] [--workdir DIR]
 
-For now it trains on synthetic scenes (`config.data`); data sets, checkpoints and
-resume come with the full training pipeline.
+For now it trains on synthetic scenes (`config.data`). With --workdir it saves
+orbax checkpoints and resumes from the latest one.
 """
 
 import sys
@@ -15,13 +15,14 @@ from ml_collections import config_flags
 from cwfcn import train_lib
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints go here; a run resumes from the latest.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
     try:
-        _, losses = train_lib.train(FLAGS.config)
+        _, losses = train_lib.train(FLAGS.config, FLAGS.workdir)
     except ValueError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(2)

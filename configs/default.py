@@ -34,4 +34,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.steps = 100
     config.train.batch_size = 1  # FCN trains with batch size one
     config.train.log_every = 10
+    config.train.checkpoint_every = 50  # steps between saves (and one at the end)
+    config.train.keep_checkpoints = 3
     return config

@@ -15,4 +15,5 @@ def get_config():
     config.optim.momentum = 0.9
     config.train.steps = 4
     config.train.log_every = 2
+    config.train.checkpoint_every = 2
     return config

@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from cwfcn import model
+from cwfcn import checkpoint, model
 from cwfcn.data import synthetic
 
 
@@ -85,36 +85,52 @@ def train_step(params, opt_state, images, labels, key, *, graphdef, tx):
     return optax.apply_updates(params, updates), opt_state, loss
 
 
-def synthetic_batches(config: ml_collections.ConfigDict, rng: np.random.Generator):
-    """Endless (images float32 [N,S,S,3], labels int32 [N,S,S]) of synthetic scenes."""
-    mean = model.MEAN_BGR[config.data.mean]
+def synthetic_batch(config: ml_collections.ConfigDict, step: int) -> tuple[jax.Array, jax.Array]:
+    """The batch of `step`: images float32 `[N, S, S, 3]`, labels int32 `[N, S, S]`.
+
+    A pure function of (seed, step), so a resumed run sees the same batches.
+    """
+    rng = np.random.default_rng([config.seed, step])
     size, n = config.data.size, config.train.batch_size
-    while True:
-        pairs = [synthetic.scene(rng, size, size, config.model.num_classes) for _ in range(n)]
-        images = np.stack([p[0] for p in pairs])
-        labels = np.stack([p[1] for p in pairs]).astype(np.int32)
-        yield model.preprocess(images, mean), jnp.asarray(labels)
+    pairs = [synthetic.scene(rng, size, size, config.model.num_classes) for _ in range(n)]
+    images = np.stack([p[0] for p in pairs])
+    labels = np.stack([p[1] for p in pairs]).astype(np.int32)
+    return model.preprocess(images, model.MEAN_BGR[config.data.mean]), jnp.asarray(labels)
 
 
-def train(config: ml_collections.ConfigDict) -> tuple[model.FCN8s, list[float]]:
-    """Trains FCN-8s on synthetic scenes for `config.train.steps` steps.
+def train(
+    config: ml_collections.ConfigDict, workdir: str | None = None
+) -> tuple[model.FCN8s, list[float]]:
+    """Trains FCN-8s on synthetic scenes up to step `config.train.steps`.
+
+    With a `workdir`, resumes from its latest checkpoint and saves every
+    `config.train.checkpoint_every` steps and at the end.
 
     Returns:
-      The trained net and the loss of every step.
+      The trained net and the loss of every step run by this call.
     """
     key, init_key = jax.random.split(jax.random.key(config.seed))
     graphdef, params = nnx.split(build_net(config, nnx.Rngs(init_key)))
     tx = make_optimizer(config)
     opt_state = tx.init(params)
-    batches = synthetic_batches(config, np.random.default_rng(config.seed))
+    start = 0
+    if workdir is not None and checkpoint.latest_step(workdir) is not None:
+        start, params, opt_state = checkpoint.restore(workdir, params, opt_state)
+        print(f"resuming from step {start} in {workdir}", file=sys.stderr)
     losses = []
-    bar = tqdm(range(config.train.steps), desc="train", file=sys.stderr)
+    bar = tqdm(range(start, config.train.steps), desc="train", file=sys.stderr,
+               initial=start, total=config.train.steps)
     for step in bar:
-        images, labels = next(batches)
+        images, labels = synthetic_batch(config, step)
         params, opt_state, loss = train_step(params, opt_state, images, labels,
                                              jax.random.fold_in(key, step),
                                              graphdef=graphdef, tx=tx)
         losses.append(float(loss))
         if step % config.train.log_every == 0:
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        done = step + 1
+        if workdir is not None and (done % config.train.checkpoint_every == 0
+                                    or done == config.train.steps):
+            checkpoint.save(workdir, done, params, opt_state,
+                            max_to_keep=config.train.keep_checkpoints)
     return nnx.merge(graphdef, params), losses

@@ -80,3 +80,17 @@ def test_train_cli_runs_tiny_config():
     proc = _run("train.py", "--config", "configs/tiny.py")
     assert proc.returncode == 0, proc.stderr
     assert "over 4 steps" in proc.stdout
+
+
+@pytest.mark.slow
+def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
+    config = tiny.get_config()
+    config.train.steps = 4
+    straight, _ = train_lib.train(config, str(tmp_path / "straight"))
+    config.train.steps = 2
+    train_lib.train(config, str(tmp_path / "resumed"))
+    config.train.steps = 4
+    resumed, losses = train_lib.train(config, str(tmp_path / "resumed"))
+    assert len(losses) == 2  # steps 2 and 3 only: the first two came from the checkpoint
+    x = np.random.default_rng(0).normal(size=(1, 24, 24, 3)).astype(np.float32)
+    np.testing.assert_allclose(resumed(x), straight(x), rtol=1e-5, atol=1e-5)
