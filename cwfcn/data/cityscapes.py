@@ -1,0 +1,244 @@
+"""Cityscapes video snippets: 20 frames ending at each finely labelled frame.
+
+Layout (the official ``leftImg8bit_sequence_trainvaltest.zip`` and ``gtFine_trainvaltest.zip``
+unzipped into one ``<root>``):
+
+    <root>/leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame:06d>_leftImg8bit.png
+    <root>/gtFine/<split>/<city>/<city>_<seq>_<frame:06d>_gtFine_labelIds.png
+
+Each 30-frame snippet of the sequence release has its fine label on its 20th frame (index 19),
+so a labelled frame ``f`` has the 19 frames ``f-19 .. f-1`` before it. `videos` yields, for
+every ``gtFine`` labelIds file of a split, the frames ``f-T+1 .. f`` (T = 20 by default) and
+labels only on the last: the package-wide contract ``(frames uint8 [T, H, W, 3], labels uint8
+[T, H, W])`` where a frame without ground truth has labels filled with 255.
+
+Labels are the 19 evaluation classes (`CLASSES`, trainIds 0..18); every other labelId
+(void, parking, rail track, guard rail, bridge, tunnel, polegroup, caravan, trailer, ...)
+becomes 255. The table is the official one of cityscapesScripts'
+``cityscapesscripts/helpers/labels.py``.
+
+The files need a login at https://www.cityscapes-dataset.com (cityscapesScripts' ``csDownload``
+fetches them with it), so this module has no ``download``. tensorflow-datasets' ``cityscapes``
+builder is not used: it needs TensorFlow (hundreds of MB) only to read PNGs, has no
+``leftImg8bit_sequence`` config (so no video), and would first convert the whole set to
+TFRecords; reading the PNGs directly is a few lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cwfcn.data.files import IGNORE_LABEL, check_same_size, read_rgb, require
+
+# Evaluation classes in trainId order (the network's output order).
+CLASSES = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
+
+# labelId -> trainId for the 19 evaluated labels (cityscapesScripts labels.py); all other
+# labelIds (0-6, 9, 10, 14-16, 18, 29, 30, and license plate -1) map to 255.
+LABEL_ID_TO_TRAIN_ID = {
+    7: 0,  # road
+    8: 1,  # sidewalk
+    11: 2,  # building
+    12: 3,  # wall
+    13: 4,  # fence
+    17: 5,  # pole
+    19: 6,  # traffic light
+    20: 7,  # traffic sign
+    21: 8,  # vegetation
+    22: 9,  # terrain
+    23: 10,  # sky
+    24: 11,  # person
+    25: 12,  # rider
+    26: 13,  # car
+    27: 14,  # truck
+    28: 15,  # bus
+    31: 16,  # train
+    32: 17,  # motorcycle
+    33: 18,  # bicycle
+}
+
+SNIPPET_LABELLED_INDEX = 19  # the labelled frame's index in its 30-frame snippet
+DEFAULT_NUM_FRAMES = SNIPPET_LABELLED_INDEX + 1
+
+_FIX = (
+    "download gtFine_trainvaltest.zip and leftImg8bit_sequence_trainvaltest.zip from "
+    "https://www.cityscapes-dataset.com/downloads/ (login required; cityscapesScripts' "
+    "csDownload can fetch them) and unzip both into <root>, so that <root>/gtFine/<split> and "
+    "<root>/leftImg8bit_sequence/<split> exist, or pass the directory holding them as root"
+)
+_LABEL_RE = re.compile(r"(.+)_(\d+)_(\d+)_gtFine_labelIds\.png")
+
+
+def train_id_lut() -> np.ndarray:
+    """uint8 ``[256]`` lookup table labelId -> trainId, 255 for every non-evaluated id."""
+    lut = np.full(256, IGNORE_LABEL, np.uint8)
+    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+        lut[label_id] = train_id
+    return lut
+
+
+def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Map a labelIds map (uint8 ``[H, W]``) to trainIds 0..18 and 255, uint8 ``[H, W]``."""
+    return train_id_lut()[np.asarray(label_ids, dtype=np.uint8)]
+
+
+def _split_dir(root: str | os.PathLike[str], kind: str, split: str) -> Path:
+    return require(Path(root) / kind / split, f"is the split name (train, val) right? {_FIX}")
+
+
+def parse_frame_id(frame_id: str) -> tuple[str, str, int]:
+    """``<city>_<seq>_<frame>`` -> ``(city, seq, frame)``; e.g. ``frankfurt_000000_000294``."""
+    parts = frame_id.rsplit("_", 2)  # city names could hold "_"; seq and frame cannot
+    if len(parts) != 3 or not parts[0] or not (parts[1].isdigit() and parts[2].isdigit()):
+        raise ValueError(
+            f"bad frame id {frame_id!r}: expected '<city>_<seq:06d>_<frame:06d>', e.g. "
+            "'frankfurt_000000_000294'"
+        )
+    return parts[0], parts[1], int(parts[2])
+
+
+def labelled_frame_ids(root: str | os.PathLike[str], split: str = "val") -> list[str]:
+    """Ids ``<city>_<seq>_<frame>`` of the split's gtFine labelIds files, sorted.
+
+    Raises:
+        FileNotFoundError: ``<root>/gtFine/<split>`` is missing or holds no labelIds file.
+    """
+    directory = _split_dir(root, "gtFine", split)
+    ids = sorted(
+        f"{match.group(1)}_{match.group(2)}_{match.group(3)}"
+        for path in directory.glob("*/*_gtFine_labelIds.png")
+        if (match := _LABEL_RE.fullmatch(path.name))
+    )
+    if not ids:
+        raise FileNotFoundError(f"{directory} holds no <city>/*_gtFine_labelIds.png; {_FIX}")
+    return ids
+
+
+def label_path(root: str | os.PathLike[str], split: str, frame_id: str) -> Path:
+    """``<root>/gtFine/<split>/<city>/<id>_gtFine_labelIds.png``."""
+    city, _, _ = parse_frame_id(frame_id)
+    return Path(root) / "gtFine" / split / city / f"{frame_id}_gtFine_labelIds.png"
+
+
+def frame_path(root: str | os.PathLike[str], split: str, city: str, seq: str, frame: int) -> Path:
+    """``<root>/leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame:06d>_leftImg8bit.png``."""
+    name = f"{city}_{seq}_{frame:06d}_leftImg8bit.png"
+    return Path(root) / "leftImg8bit_sequence" / split / city / name
+
+
+def read_label(root: str | os.PathLike[str], split: str, frame_id: str) -> np.ndarray:
+    """The fine labels of ``frame_id`` as trainIds: uint8 ``[H, W]``, 0..18 and 255.
+
+    Raises:
+        FileNotFoundError: the labelIds PNG is missing.
+        ValueError: it is not a single-channel image (e.g. the ``_color.png`` rendering).
+    """
+    path = require(label_path(root, split, frame_id), _FIX)
+    with Image.open(path) as image:
+        if image.mode not in ("L", "P"):
+            raise ValueError(
+                f"{path} has mode {image.mode!r}; labelIds PNGs are 8-bit single-channel. Use "
+                "the *_gtFine_labelIds.png files, not *_color.png"
+            )
+        label_ids = np.array(image, dtype=np.uint8)
+    return to_train_ids(label_ids)
+
+
+def read_snippet(
+    root: str | os.PathLike[str],
+    split: str,
+    frame_id: str,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``num_frames`` sequence frames ending at labelled frame ``frame_id``.
+
+    Args:
+        root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
+        split: ``train`` or ``val``.
+        frame_id: ``<city>_<seq>_<frame>`` of a gtFine-labelled frame.
+        num_frames: T, 1..20: the labelled frame and the T-1 frames before it.
+
+    Returns:
+        ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; ``labels[:-1]`` are all 255.
+
+    Raises:
+        FileNotFoundError: a sequence frame or the label is missing.
+        ValueError: a frame's size differs from the label's, or a bad ``num_frames``.
+    """
+    _check_num_frames(num_frames)
+    city, seq, last = parse_frame_id(frame_id)
+    label = read_label(root, split, frame_id)
+    frames = []
+    for frame in range(last - num_frames + 1, last + 1):
+        path = frame_path(root, split, city, seq, frame)
+        image = read_rgb(path, _FIX)
+        check_same_size(image, label, path, label_path(root, split, frame_id))
+        frames.append(image)
+    labels = np.full((num_frames, *label.shape), IGNORE_LABEL, np.uint8)
+    labels[-1] = label
+    return np.stack(frames), labels
+
+
+def _check_num_frames(num_frames: int) -> None:
+    if (
+        isinstance(num_frames, bool)
+        or not isinstance(num_frames, int)
+        or not 1 <= num_frames <= DEFAULT_NUM_FRAMES
+    ):
+        raise ValueError(
+            f"num_frames must be an int in 1..{DEFAULT_NUM_FRAMES} (the sequence release has "
+            f"{SNIPPET_LABELLED_INDEX} frames before each labelled one), got {num_frames!r}"
+        )
+
+
+def videos(
+    root: str | os.PathLike[str],
+    split: str = "val",
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    ids: Iterable[str] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield `read_snippet` videos for the labelled frames of a split.
+
+    Args:
+        root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
+        split: ``train`` or ``val`` (test has no public labels).
+        num_frames: frames per video T, 1..20.
+        ids: labelled frame ids to read, in this order; all of the split's if None.
+
+    Returns:
+        An iterator of ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with labels on
+        the last frame only; the split is listed now (a missing directory raises here), the
+        frames are read lazily.
+    """
+    _check_num_frames(num_frames)
+    _split_dir(root, "leftImg8bit_sequence", split)
+    ids = labelled_frame_ids(root, split) if ids is None else list(ids)
+    for frame_id in ids:
+        parse_frame_id(frame_id)  # reject bad ids now, not halfway through
+    return (read_snippet(root, split, frame_id, num_frames) for frame_id in ids)

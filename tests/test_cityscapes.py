@@ -1,0 +1,121 @@
+"""Tests for cwfcn.data.cityscapes on a tiny leftImg8bit_sequence + gtFine tree written here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cwfcn.data import cityscapes
+
+H, W = 8, 10
+
+# (labelId, trainId) for labelIds 0..33, typed in from the table of cityscapesScripts'
+# helpers/labels.py (trainId 255 = not evaluated).
+OFFICIAL = [
+    (0, 255), (1, 255), (2, 255), (3, 255), (4, 255), (5, 255), (6, 255),  # void
+    (7, 0), (8, 1), (9, 255), (10, 255),  # road, sidewalk, parking, rail track
+    (11, 2), (12, 3), (13, 4), (14, 255), (15, 255), (16, 255),  # building .. tunnel
+    (17, 5), (18, 255), (19, 6), (20, 7),  # pole, polegroup, traffic light, traffic sign
+    (21, 8), (22, 9), (23, 10), (24, 11), (25, 12),  # vegetation, terrain, sky, person, rider
+    (26, 13), (27, 14), (28, 15), (29, 255), (30, 255),  # car, truck, bus, caravan, trailer
+    (31, 16), (32, 17), (33, 18),  # train, motorcycle, bicycle
+]  # fmt: skip
+
+
+def label_ids(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 34, size=(H, W)).astype(np.uint8)
+
+
+def write_labelled_frame(
+    root: Path, split: str, frame_id: str, seed: int, first: int = 19, frame_hw=(H, W)
+) -> np.ndarray:
+    """gtFine labelIds for ``frame_id`` and sequence frames from ``last - first`` to ``last``.
+
+    Sequence frame f is a solid grey of value f % 256, so frames can be told apart.
+    """
+    city, seq, last = frame_id.rsplit("_", 2)
+    ids = label_ids(seed)
+    gt = root / "gtFine" / split / city
+    gt.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(ids).save(gt / f"{frame_id}_gtFine_labelIds.png")
+    seq_dir = root / "leftImg8bit_sequence" / split / city
+    seq_dir.mkdir(parents=True, exist_ok=True)
+    for f in range(int(last) - first, int(last) + 1):
+        image = np.full((*frame_hw, 3), f % 256, np.uint8)
+        Image.fromarray(image).save(seq_dir / f"{city}_{seq}_{f:06d}_leftImg8bit.png")
+    return ids
+
+
+def expected_train_ids(ids: np.ndarray) -> np.ndarray:
+    table = dict(OFFICIAL)
+    return np.vectorize(table.__getitem__)(ids).astype(np.uint8)
+
+
+def test_train_id_table_is_official():
+    got = cityscapes.to_train_ids(np.arange(34, dtype=np.uint8))
+    assert got.tolist() == [train_id for _, train_id in OFFICIAL]
+    assert cityscapes.to_train_ids(np.array([34, 200, 255], np.uint8)).tolist() == [255] * 3
+    assert len(cityscapes.CLASSES) == 19
+    assert cityscapes.CLASSES[13] == "car" and cityscapes.CLASSES[18] == "bicycle"
+
+
+def test_videos_twenty_frames_labels_on_last(tmp_path):
+    a = write_labelled_frame(tmp_path, "val", "frankfurt_000000_000294", seed=0)
+    b = write_labelled_frame(tmp_path, "val", "lindau_000001_000019", seed=1)
+    assert cityscapes.labelled_frame_ids(tmp_path, "val") == [
+        "frankfurt_000000_000294",
+        "lindau_000001_000019",
+    ]
+    videos = list(cityscapes.videos(tmp_path, "val"))
+    assert len(videos) == 2
+    for (frames, labels), ids, last in zip(videos, [a, b], [294, 19], strict=True):
+        assert frames.shape == (20, H, W, 3) and frames.dtype == np.uint8
+        assert labels.shape == (20, H, W) and labels.dtype == np.uint8
+        assert frames[:, 0, 0, 0].tolist() == [f % 256 for f in range(last - 19, last + 1)]
+        assert (labels[:-1] == 255).all()
+        np.testing.assert_array_equal(labels[-1], expected_train_ids(ids))
+
+
+def test_fewer_frames_and_explicit_ids(tmp_path):
+    write_labelled_frame(tmp_path, "val", "frankfurt_000000_000294", seed=0)
+    write_labelled_frame(tmp_path, "val", "lindau_000001_000019", seed=1)
+    ((frames, labels),) = list(
+        cityscapes.videos(tmp_path, "val", num_frames=5, ids=["lindau_000001_000019"])
+    )
+    assert frames[:, 0, 0, 0].tolist() == [15, 16, 17, 18, 19]
+    assert labels.shape == (5, H, W)
+
+
+def test_missing_sequence_frame(tmp_path):
+    write_labelled_frame(tmp_path, "val", "frankfurt_000000_000294", seed=0, first=10)
+    with pytest.raises(FileNotFoundError, match=r"frankfurt_000000_000275_leftImg8bit\.png"):
+        next(cityscapes.videos(tmp_path, "val"))
+
+
+def test_size_mismatch(tmp_path):
+    write_labelled_frame(tmp_path, "val", "frankfurt_000000_000294", seed=0, frame_hw=(H, W + 1))
+    with pytest.raises(ValueError, match=r"labelIds\.png is 8x10.*8x11"):
+        cityscapes.read_snippet(tmp_path, "val", "frankfurt_000000_000294")
+
+
+def test_colour_label_refused(tmp_path):
+    write_labelled_frame(tmp_path, "val", "frankfurt_000000_000294", seed=0)
+    path = tmp_path / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"
+    Image.open(path).convert("RGB").save(path)
+    with pytest.raises(ValueError, match=r"_color\.png"):
+        cityscapes.read_label(tmp_path, "val", "frankfurt_000000_000294")
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"leftImg8bit_sequence/val.*cityscapes-dataset"):
+        cityscapes.videos(tmp_path, "val")
+    write_labelled_frame(tmp_path, "val", "frankfurt_000000_000294", seed=0)
+    with pytest.raises(FileNotFoundError, match="gtFine/train"):
+        cityscapes.labelled_frame_ids(tmp_path, "train")
+    with pytest.raises(ValueError, match="num_frames"):
+        cityscapes.videos(tmp_path, "val", num_frames=21)
+    with pytest.raises(ValueError, match="bad frame id"):
+        cityscapes.videos(tmp_path, "val", ids=["frankfurt_294"])
