@@ -107,7 +107,10 @@ def _check_class_ids(label: np.ndarray, num_classes: int, path: Path) -> None:
 
 
 def voc_dir(root: str | os.PathLike[str]) -> Path:
-    """``<root>/VOC2011``, checked to exist."""
+    """``<root>/VOC2011``, checked to exist; or ``root`` itself if it holds ``JPEGImages``
+    (a year folder, or a sample in the same layout such as `samples.fetch()['voc_images']`)."""
+    if (Path(root) / "JPEGImages").is_dir():
+        return Path(root)
     return require(Path(root) / "VOC2011" / "JPEGImages", _VOC_FIX).parent
 
 

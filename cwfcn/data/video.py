@@ -1,0 +1,495 @@
+"""Video files in and out: streaming decode to RGB frames, encode, and class-colour overlays.
+
+Decoding goes through PyAV (FFmpeg), so any container/codec FFmpeg reads works (mp4, avi, mkv,
+mov, webm, mpeg-ts; H.264, MPEG-4, MS-MPEG-4, VP8/9, ...). Frames are streamed one at a time, so a
+long video never has to fit in memory.
+
+Every frame comes out as uint8 RGB `[H, W, 3]`: grayscale sources are replicated to three channels
+and alpha channels (RGBA, BGRA, ...) are dropped, not composited, by FFmpeg's converter.
+
+Encoding uses H.264 (libx264, yuv420p) for mp4/mkv/mov and MPEG-4 part 2 for avi (the codec AVI
+players expect); MPEG-4 is also the fallback when this PyAV build has no libx264. yuv420p needs an
+even width and height, so odd-sized frames are padded by one row/column repeating the edge pixels
+(the written video is then up to 1 px taller/wider; the original pixels sit at the top left).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+# Class indices at or above the number of classes (VOC's 255 "void" border) are not painted.
+VOID = 255
+
+# A header's frame count may exceed what decodes by a few frames (edit lists, dropped frames);
+# truncation loses far more, so only a larger shortfall is reported as a broken file.
+_FRAME_COUNT_SLACK = 0.01
+
+_SUFFIX_HINT = "pass a video file (.mp4, .avi, .mkv, .mov, .webm, ...)"
+
+
+class VideoError(ValueError):
+    """A video file cannot be read; the message names the file, the problem and a fix."""
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map: class i's colour interleaves the bits of i into R, G and B.
+
+    Bit 3k of i goes to bit 7-k of R, bit 3k+1 to G and bit 3k+2 to B, so class 1 is (128, 0, 0),
+    class 7 (car) is (128, 128, 128) and 255 (void) is (224, 224, 192).
+
+    Args:
+      n: number of colours, 1..256.
+
+    Returns:
+      uint8 `[n, 3]` RGB colours.
+    """
+    if not 1 <= n <= 256:
+        raise ValueError(f"voc_palette needs 1 <= n <= 256, got {n}")
+    ids = np.arange(n)
+    palette = np.zeros((n, 3), np.int64)
+    for k in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((ids >> (3 * k + channel)) & 1) << (7 - k)
+    return palette.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _open_video(path: str | Path) -> Any:
+    """Open `path` with PyAV and check it has a video stream; the caller closes the container.
+
+    Raises:
+      VideoError: the file is missing, empty, not a media file, unreadable or has no video.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file; check the path (cwd is {Path.cwd()})")
+    if not path.is_file():
+        raise VideoError(f"{path}: not a regular file; {_SUFFIX_HINT}")
+    if path.stat().st_size == 0:
+        raise VideoError(
+            f"{path}: the file is empty (0 bytes), e.g. an interrupted download or write; "
+            "re-download or re-encode it"
+        )
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise VideoError(
+            f"{path}: cannot open as a video ({e}). Either it is not a video, or it is corrupt or "
+            f"truncated (e.g. an interrupted download or write); {_SUFFIX_HINT}, or re-download "
+            "or re-encode it"
+        ) from e
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        container.close()
+        raise VideoError(
+            f"{path}: has no video stream (found: {', '.join(kinds)}); {_SUFFIX_HINT}"
+        )
+    return container
+
+
+def probe(path: str | Path) -> dict[str, Any]:
+    """What the container says about its first video stream, without decoding it.
+
+    Args:
+      path: a video file.
+
+    Returns:
+      dict with `num_frames` (int, or None when the container does not store it, e.g. mkv or
+      mpeg-ts), `fps` (float or None), `width` and `height` (int, pixels, as decoded before any
+      padding), `codec` (FFmpeg decoder name, e.g. "h264") and `duration_s` (float or None).
+
+    Raises:
+      VideoError: the file is missing, empty, not a video, or unreadable.
+    """
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return {
+            "num_frames": int(stream.frames) or None,
+            "fps": float(rate) if rate else None,
+            "width": int(stream.codec_context.width),
+            "height": int(stream.codec_context.height),
+            "codec": stream.codec_context.name,
+            "duration_s": container.duration / av.time_base if container.duration else None,
+        }
+
+
+def _check_range(start: Any, max_frames: Any) -> None:
+    if isinstance(start, bool) or not isinstance(start, int | np.integer) or start < 0:
+        raise ValueError(f"start must be an int >= 0, got {start!r}")
+    if max_frames is not None and (
+        isinstance(max_frames, bool)
+        or not isinstance(max_frames, int | np.integer)
+        or max_frames < 1
+    ):
+        raise ValueError(f"max_frames must be None or an int >= 1, got {max_frames!r}")
+
+
+def _decode(path: Path, start: int, max_frames: int | None) -> Iterator[np.ndarray]:
+    """Generator behind `read_frames`; the container closes when the generator is closed."""
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame/slice threads: same frames, faster
+        promised = int(stream.frames)
+        size = None
+        decoded = yielded = 0
+        try:
+            for frame in container.decode(stream):
+                if size is None:
+                    size = (frame.height, frame.width)
+                elif (frame.height, frame.width) != size:
+                    raise VideoError(
+                        f"{path}: frame {decoded} is {frame.height}x{frame.width} but earlier "
+                        f"frames are {size[0]}x{size[1]}; a video whose frame size changes "
+                        "mid-stream is refused. Split it at the change or re-encode it at one "
+                        "size (e.g. ffmpeg -i IN -vf scale=W:H OUT)"
+                    )
+                decoded += 1
+                if decoded <= start:
+                    continue  # decoding every frame before `start` keeps the index exact
+                yield frame.to_ndarray(format="rgb24")
+                yielded += 1
+                if max_frames is not None and yielded >= max_frames:
+                    return
+        except av.FFmpegError as e:
+            raise VideoError(
+                f"{path}: decoding failed after {decoded} frames ({e}); the file is corrupt or "
+                "truncated. Re-download or re-encode it"
+            ) from e
+    if decoded == 0:
+        raise VideoError(
+            f"{path}: the video stream holds zero frames; pass a video with at least one frame"
+        )
+    if decoded <= start:
+        raise VideoError(f"{path}: start={start} but the video has only {decoded} frames")
+    if promised and decoded < promised - max(2, math.ceil(_FRAME_COUNT_SLACK * promised)):
+        raise VideoError(
+            f"{path}: the header promises {promised} frames but only {decoded} decode; the file "
+            "is truncated or corrupt (e.g. an interrupted download or write). Re-download or "
+            "re-encode it"
+        )
+
+
+def read_frames(
+    path: str | Path, *, start: int = 0, max_frames: int | None = None
+) -> Iterator[np.ndarray]:
+    """Stream decoded frames one at a time.
+
+    The file is opened and checked now (missing, empty, not a video), so those errors are raised
+    here; problems found while decoding (corrupt data, size changes, truncation, zero frames) are
+    raised by the iterator when it reaches them. Frames before `start` are decoded and dropped so
+    indices are exact (cost grows with `start`).
+
+    Args:
+      path: any video file FFmpeg reads.
+      start: index of the first frame to yield, >= 0.
+      max_frames: stop after this many frames (None: to the end).
+
+    Returns:
+      Iterator of uint8 RGB `[H, W, 3]` frames (grayscale replicated, alpha dropped).
+
+    Raises:
+      VideoError: (a ValueError) for unreadable files, as above.
+      ValueError: for a bad `start` or `max_frames`.
+    """
+    _check_range(start, max_frames)
+    _open_video(path).close()  # fail here, not at the first next(), for a file that cannot open
+    return _decode(Path(path), int(start), None if max_frames is None else int(max_frames))
+
+
+def read_video(path: str | Path, max_frames: int | None = None, *, start: int = 0) -> np.ndarray:
+    """Decode a whole video (or `max_frames` of it from `start`) into memory.
+
+    Args:
+      path: any video file FFmpeg reads.
+      max_frames: at most this many frames (None: all).
+      start: index of the first frame, >= 0.
+
+    Returns:
+      uint8 RGB `[T, H, W, 3]`.
+
+    Raises:
+      VideoError, ValueError: as `read_frames`.
+    """
+    return np.stack(list(read_frames(path, start=start, max_frames=max_frames)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def default_codec(path: str | Path) -> str:
+    """The encoder `write_video` uses for `path`: MPEG-4 for .avi, else H.264 when available.
+
+    AVI has no B-frame timestamps and its players expect MPEG-4 part 2; H.264 is smaller and
+    sharper elsewhere, but PyAV builds without libx264 fall back to MPEG-4.
+    """
+    if Path(path).suffix.lower() == ".avi" or "libx264" not in av.codecs_available:
+        return "mpeg4"
+    return "libx264"
+
+
+def _check_rgb_frame(frame: Any, index: int) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(
+            f"frame {index} must be uint8 RGB [H, W, 3], got {frame.dtype} {frame.shape}; "
+            "convert with np.clip(x, 0, 255).astype(np.uint8)"
+        )
+    return frame
+
+
+def pad_to_even(frame: np.ndarray) -> np.ndarray:
+    """Repeat the last row/column so height and width are even (what yuv420p needs).
+
+    Args:
+      frame: `[H, W, ...]` array.
+
+    Returns:
+      `[H + H % 2, W + W % 2, ...]`, the input at the top left (the input itself if already even).
+    """
+    pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
+    if not pad_h and not pad_w:
+        return frame
+    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (frame.ndim - 2)
+    return np.pad(frame, widths, mode="edge")
+
+
+def _add_stream(container: Any, codec: str, fps: float, height: int, width: int) -> Any:
+    rate = Fraction(fps).limit_denominator(1001)
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if codec == "libx264":
+        stream.options = {"crf": "18"}  # visually near-lossless; the default 23 blurs overlays
+    else:
+        # MPEG-4's default 200 kb/s is far too low for segmentation overlays: ~0.3 bit per pixel.
+        stream.bit_rate = max(1_000_000, int(0.3 * width * height * float(rate)))
+    return stream
+
+
+def write_video(
+    path: str | Path, frames: Iterable[Any], *, fps: float = 25.0, codec: str | None = None
+) -> int:
+    """Encode frames to a video file, streaming (frames may be a generator).
+
+    Odd sizes are padded to even with `pad_to_even` (see the module docstring). On any error the
+    partly written file is removed.
+
+    Args:
+      path: output file; the suffix picks the container (.mp4, .avi, .mkv, .mov, ...).
+      frames: iterable of uint8 RGB `[H, W, 3]`, all the same size (e.g. a `[T, H, W, 3]` array).
+      fps: frames per second, > 0.
+      codec: FFmpeg encoder name; None for `default_codec(path)`.
+
+    Returns:
+      The number of frames written.
+
+    Raises:
+      ValueError: no frames, a bad frame, frames of different sizes, or a bad fps.
+    """
+    if not (isinstance(fps, int | float | Fraction | np.number) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
+    path = Path(path)
+    codec = default_codec(path) if codec is None else codec
+    count = 0
+    try:
+        with av.open(str(path), "w") as container:
+            stream, size = None, None
+            for frame in frames:
+                frame = _check_rgb_frame(frame, count)
+                if stream is None:
+                    size = frame.shape[:2]
+                    stream = _add_stream(container, codec, fps, size[0] + size[0] % 2,
+                                         size[1] + size[1] % 2)
+                elif frame.shape[:2] != size:
+                    raise ValueError(
+                        f"frame {count} is {frame.shape[0]}x{frame.shape[1]} but frame 0 is "
+                        f"{size[0]}x{size[1]}; a video has one frame size, resize the frames"
+                    )
+                image = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(pad_to_even(frame)), format="rgb24")
+                container.mux(stream.encode(image))
+                count += 1
+            if stream is None:
+                raise ValueError(f"no frames to write to {path}; pass at least one frame")
+            container.mux(stream.encode(None))  # flush the encoder's delayed frames
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlays
+
+
+def _corner_size(height: int, width: int, fraction: int) -> int:
+    return max(4, min(height, width) // fraction)
+
+
+def draw_marker(image: np.ndarray) -> np.ndarray:
+    """A white square with a black rim in the top-right corner (marks frames where a stage fired).
+
+    Args:
+      image: uint8 `[H, W, 3]`.
+
+    Returns:
+      A copy with the marker: side `max(4, min(H, W) // 10)` px, 2 px from the top and right.
+    """
+    out = image.copy()
+    h, w = out.shape[:2]
+    side = _corner_size(h, w, 10)
+    top, right = 2, w - 2
+    out[top:top + side, right - side:right] = 0
+    out[top + 1:top + side - 1, right - side + 1:right - 1] = 255
+    return out
+
+
+def draw_legend(image: np.ndarray, classes: Iterable[int], palette: np.ndarray) -> np.ndarray:
+    """A row of class-coloured squares (white rim) along the bottom left, one per class.
+
+    Args:
+      image: uint8 `[H, W, 3]`.
+      classes: class indices to show, in order (squares that do not fit in the width are dropped).
+      palette: uint8 `[C, 3]` colours.
+
+    Returns:
+      A copy with the legend; squares of side `max(4, min(H, W) // 20)` px, 2 px apart.
+    """
+    out = image.copy()
+    h, w = out.shape[:2]
+    side, gap = _corner_size(h, w, 20), 2
+    top = h - gap - side
+    for k, cls in enumerate(classes):
+        left = gap + k * (side + gap)
+        if left + side > w or top < 0:
+            break
+        out[top:top + side, left:left + side] = 255
+        out[top + 1:top + side - 1, left + 1:left + side - 1] = palette[cls]
+    return out
+
+
+def overlay_frame(
+    frame: np.ndarray,
+    label: np.ndarray,
+    palette: np.ndarray,
+    *,
+    alpha: float = 0.5,
+    fired: bool = False,
+    legend: bool = True,
+) -> np.ndarray:
+    """Blend class colours over one frame, then draw the legend and the fired marker.
+
+    Args:
+      frame: uint8 RGB `[H, W, 3]`.
+      label: integer `[H, W]` class indices; values >= `len(palette)` (e.g. 255 void) keep the
+        frame's pixel.
+      palette: uint8 `[C, 3]` class colours.
+      alpha: colour weight in [0, 1]: `out = (1 - alpha) * frame + alpha * palette[label]`.
+      fired: draw the `draw_marker` square.
+      legend: draw `draw_legend` squares for the classes present in `label`.
+
+    Returns:
+      uint8 RGB `[H, W, 3]`.
+    """
+    label = np.asarray(label)
+    if label.shape != frame.shape[:2] or not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(
+            f"label must be an integer [H, W] = {frame.shape[:2]} map, got {label.dtype} "
+            f"{label.shape}; pass one class map per frame"
+        )
+    num_classes = len(palette)
+    valid = (label >= 0) & (label < num_classes)
+    colours = palette[np.where(valid, label, 0)].astype(np.float32)
+    blended = (1 - alpha) * frame.astype(np.float32) + alpha * colours
+    out = np.where(valid[..., None], np.rint(blended), frame).astype(np.uint8)
+    if legend:
+        out = draw_legend(out, np.unique(label[valid]).tolist(), palette)
+    if fired:
+        out = draw_marker(out)
+    return out
+
+
+def _overlays(
+    frames: Iterable[Any],
+    labels: Iterable[Any],
+    palette: np.ndarray,
+    alpha: float,
+    fired: np.ndarray | None,
+    legend: bool,
+) -> Iterator[np.ndarray]:
+    count = 0
+    frame_iter, label_iter = iter(frames), iter(labels)
+    for frame in frame_iter:
+        label = next(label_iter, None)
+        if label is None:
+            raise ValueError(f"labels ran out after {count} frames; pass one label map per frame")
+        if fired is not None and count >= len(fired):
+            raise ValueError(f"fired has {len(fired)} entries for more frames; pass one per frame")
+        is_fired = bool(fired[count]) if fired is not None else False
+        yield overlay_frame(_check_rgb_frame(frame, count), label, palette, alpha=alpha,
+                            fired=is_fired, legend=legend)
+        count += 1
+    if next(label_iter, None) is not None:
+        raise ValueError(f"more label maps than the {count} frames; pass one per frame")
+    if fired is not None and len(fired) != count:
+        raise ValueError(f"fired has {len(fired)} entries for {count} frames; pass one per frame")
+
+
+def write_overlay(
+    path: str | Path,
+    frames: Iterable[Any],
+    labels: Iterable[Any],
+    *,
+    num_classes: int,
+    alpha: float = 0.5,
+    palette: Any = None,
+    fired: Any = None,
+    legend: bool = True,
+    fps: float = 25.0,
+    codec: str | None = None,
+) -> int:
+    """Encode frames with their class maps colour-blended on top (see `overlay_frame`).
+
+    Streams: frames and labels may be generators.
+
+    Args:
+      path: output video (suffix picks the container, as `write_video`).
+      frames: iterable of uint8 RGB `[H, W, 3]`.
+      labels: iterable of integer `[H, W]` class maps, one per frame; values outside
+        [0, num_classes) (VOC's 255 void) are left unpainted.
+      num_classes: C, classes painted.
+      alpha: colour weight in [0, 1].
+      palette: uint8-compatible `[>= C, 3]` colours; None for `voc_palette(C)`.
+      fired: optional bool `[T]`: frames where the deepest stage fired get a white corner square.
+      legend: draw a square per class present in each frame (bottom left; no text).
+      fps: frames per second.
+      codec: encoder, None for `default_codec(path)`.
+
+    Returns:
+      The number of frames written.
+
+    Raises:
+      ValueError: mismatched lengths or shapes, bad arguments; the partial file is removed.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    palette = voc_palette(min(num_classes, 256)) if palette is None else np.asarray(palette)
+    if palette.ndim != 2 or palette.shape[1] != 3 or len(palette) < num_classes:
+        raise ValueError(f"palette must be [>= {num_classes}, 3] RGB, got {palette.shape}")
+    palette = np.clip(palette[:num_classes], 0, 255).astype(np.uint8)
+    fired = None if fired is None else np.asarray(fired, bool).reshape(-1)
+    return write_video(path, _overlays(frames, labels, palette, alpha, fired, legend),
+                       fps=fps, codec=codec)
