@@ -12,9 +12,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.widths = "vgg16"  # or "narrow": same topology, few channels (tests)
     config.model.dropout_rate = 0.5
     config.model.zero_init_scores = True  # FCN zero-initialises the score layers
+    config.model.init = ""  # weights for the convs: "vgg16_onnx" (ImageNet), a file, or none
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "synthetic"  # the only reader so far; real data sets come next
+    config.data.name = "synthetic"  # or "voc": whole images of a VOC-layout directory
+    config.data.root = "sample"  # "voc": a VOC-layout directory; "sample": the embedded one
+    config.data.split = "val"  # "voc": the split file under ImageSets/Segmentation
     config.data.mean = "voc"  # key of model.MEAN_BGR
     config.data.size = 256  # synthetic scenes: frame height and width
     config.data.shift = 16  # px per frame of the translated video (paper: 16 and 32)

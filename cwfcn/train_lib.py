@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,8 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from cwfcn import checkpoint, model
-from cwfcn.data import synthetic
+from cwfcn import checkpoint, model, weights
+from cwfcn.data import samples, synthetic, voc
 
 
 def build_net(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model.FCN8s:
@@ -85,23 +86,73 @@ def train_step(params, opt_state, images, labels, key, *, graphdef, tx):
     return optax.apply_updates(params, updates), opt_state, loss
 
 
-def synthetic_batch(config: ml_collections.ConfigDict, step: int) -> tuple[jax.Array, jax.Array]:
-    """The batch of `step`: images float32 `[N, S, S, 3]`, labels int32 `[N, S, S]`.
+def synthetic_batch(config: ml_collections.ConfigDict, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch of `step`: images uint8 RGB `[N, S, S, 3]`, labels uint8 `[N, S, S]`.
 
     A pure function of (seed, step), so a resumed run sees the same batches.
     """
     rng = np.random.default_rng([config.seed, step])
     size, n = config.data.size, config.train.batch_size
     pairs = [synthetic.scene(rng, size, size, config.model.num_classes) for _ in range(n)]
-    images = np.stack([p[0] for p in pairs])
-    labels = np.stack([p[1] for p in pairs]).astype(np.int32)
-    return model.preprocess(images, model.MEAN_BGR[config.data.mean]), jnp.asarray(labels)
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def voc_root(config: ml_collections.ConfigDict) -> str:
+    """The VOC-layout directory of `config.data.root`; "sample" is the embedded sample."""
+    if config.data.root == "sample":
+        return str(samples.fetch(["voc_images"])["voc_images"])
+    return config.data.root
+
+
+def voc_batches(config: ml_collections.ConfigDict) -> Callable[[int], tuple]:
+    """Whole VOC-layout images, one per step, as FCN trains (batch size one).
+
+    Returns:
+      `step -> (image uint8 [1, H, W, 3], label uint8 [1, H, W])`: a pure function of
+      (seed, step): each epoch visits every image once in a seeded order, each image
+      flipped left-right with probability 1/2.
+    """
+    if config.train.batch_size != 1:
+        raise ValueError("training on whole VOC images needs config.train.batch_size = 1")
+    root = voc_root(config)
+    pairs = [voc.read_example(root, i) for i in voc.split_ids(root, config.data.split)]
+
+    def batch(step: int):
+        epoch, k = divmod(step, len(pairs))
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(pairs))
+        image, label = pairs[order[k]]
+        if np.random.default_rng([config.seed, step, 1]).random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        return image[None], label[None]
+
+    return batch
+
+
+def make_batches(config: ml_collections.ConfigDict) -> Callable[[int], tuple]:
+    """`step -> (images uint8 RGB [N, H, W, 3], labels uint8 [N, H, W])` for `config.data`."""
+    if config.data.name == "synthetic":
+        return functools.partial(synthetic_batch, config)
+    if config.data.name == "voc":
+        return voc_batches(config)
+    raise ValueError(f"config.data.name must be 'synthetic' or 'voc', got {config.data.name!r}")
+
+
+def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:
+    """A fresh net; with `config.model.init` set, its convolutions come from a weight file
+    ("vgg16_onnx": the ImageNet VGG16 of the embedded sample; or a path)."""
+    net = build_net(config, nnx.Rngs(key))
+    if config.model.init:
+        path = config.model.init
+        if path == "vgg16_onnx":
+            path = samples.fetch(["vgg16_onnx"])["vgg16_onnx"]
+        weights.load(net, path, mean_bgr=model.MEAN_BGR[config.data.mean])
+    return net
 
 
 def train(
     config: ml_collections.ConfigDict, workdir: str | None = None
 ) -> tuple[model.FCN8s, list[float]]:
-    """Trains FCN-8s on synthetic scenes up to step `config.train.steps`.
+    """Trains FCN-8s on `config.data` up to step `config.train.steps`.
 
     With a `workdir`, resumes from its latest checkpoint and saves every
     `config.train.checkpoint_every` steps and at the end.
@@ -110,7 +161,9 @@ def train(
       The trained net and the loss of every step run by this call.
     """
     key, init_key = jax.random.split(jax.random.key(config.seed))
-    graphdef, params = nnx.split(build_net(config, nnx.Rngs(init_key)))
+    graphdef, params = nnx.split(init_net(config, init_key))
+    batches = make_batches(config)
+    mean = model.MEAN_BGR[config.data.mean]
     tx = make_optimizer(config)
     opt_state = tx.init(params)
     start = 0
@@ -121,8 +174,9 @@ def train(
     bar = tqdm(range(start, config.train.steps), desc="train", file=sys.stderr,
                initial=start, total=config.train.steps)
     for step in bar:
-        images, labels = synthetic_batch(config, step)
-        params, opt_state, loss = train_step(params, opt_state, images, labels,
+        images, labels = batches(step)
+        params, opt_state, loss = train_step(params, opt_state, model.preprocess(images, mean),
+                                             jnp.asarray(labels, jnp.int32),
                                              jax.random.fold_in(key, step),
                                              graphdef=graphdef, tx=tx)
         losses.append(float(loss))

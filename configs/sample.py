@@ -1,0 +1,26 @@
+"""The sample model: FCN-8s from ImageNet VGG16 convolutions, fine-tuned on the sample photos.
+
+The embedded sample (`cwfcn.data.samples`) has three labelled VOC photos; minutes of
+training on 2 CPU cores make a net that segments them, so that `evaluate.py` shows
+real segmentations out of the box. It is a demonstration, not a PASCAL model: for
+the paper's numbers load the authors' FCN-8s (`--checkpoint fcn8s-heavy-pascal.caffemodel`).
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.model.init = "vgg16_onnx"  # ImageNet convolutions; fc6/fc7 start random
+    config.model.dropout_rate = 0.0  # three images: dropout only slows the fit down
+    config.data.name = "voc"
+    config.data.root = "sample"
+    config.data.split = "val"
+    config.optim.learning_rate = 1e-3
+    config.optim.momentum = 0.9
+    config.optim.weight_decay = 0.0
+    config.train.steps = 60  # 20 passes over the 3 photos
+    config.train.log_every = 3
+    config.train.checkpoint_every = 15
+    config.train.keep_checkpoints = 1
+    return config
