@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.clock.boundary_radius = 5  # the paper's 10-px boundary band
 
     config.optim = ml_collections.ConfigDict()
+    config.optim.name = "sgd"  # FCN: SGD with high momentum; or "adam"
     config.optim.learning_rate = 1e-4  # for the pixel-mean loss (train_lib.loss_fn)
     config.optim.momentum = 0.99
     config.optim.weight_decay = 5e-4

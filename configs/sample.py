@@ -16,8 +16,10 @@ def get_config():
     config.data.name = "voc"
     config.data.root = "sample"
     config.data.split = "val"
-    config.optim.learning_rate = 1e-3
-    config.optim.momentum = 0.9
+    # fc6/fc7 start random and large next to the Caffe-scale VGG features: plain SGD
+    # diverges at any useful rate, Adam's per-weight steps do not.
+    config.optim.name = "adam"
+    config.optim.learning_rate = 2e-5
     config.optim.weight_decay = 0.0
     config.train.steps = 60  # 20 passes over the 3 photos
     config.train.log_every = 3

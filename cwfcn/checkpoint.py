@@ -66,14 +66,14 @@ def _paths(tree) -> dict[str, tuple]:
 
 
 def _check_fits(where: str, saved, template) -> None:
-    """Compares array shapes before reading, so a wrong net fails with the layer named."""
+    """Compares parameter shapes before reading, so a wrong net fails with the layer named."""
     saved, wanted = _paths(saved), _paths(template)
     for name in sorted(wanted.keys() | saved.keys()):
         if saved.get(name) != wanted.get(name):
             raise CheckpointError(
                 f"{where} does not fit this net: {name} is {saved.get(name, 'missing')} there "
-                f"but {wanted.get(name, 'absent')} in the net (another architecture or number "
-                "of classes?)")
+                f"but {wanted.get(name, 'absent')} here (another architecture or number of "
+                "classes?)")
 
 
 def restore(
@@ -102,21 +102,29 @@ def restore(
         raise CheckpointError(f"no checkpoint in {os.fspath(workdir)!r}: train first "
                               "(python train.py --workdir DIR) or pass the right directory")
     template = nnx.to_pure_dict(params)
-    items = {"params": ocp.args.StandardRestore(jax.eval_shape(lambda: template))}
-    if opt_state is not None:
-        items["opt_state"] = ocp.args.StandardRestore(jax.eval_shape(lambda: opt_state))
     where = f"checkpoint step {step} in {os.fspath(workdir)!r}"
-    try:
-        with _manager(workdir) as mngr:
+    with _manager(workdir) as mngr:
+        try:
             _check_fits(where, mngr.item_metadata(step)["params"], template)
-            restored = mngr.restore(step, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(f"{where} cannot be read (damaged or incomplete?): {e}") from e
+            abstract = jax.eval_shape(lambda: template)
+            restored = mngr.restore(step, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract)))["params"]
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            if isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(f"{where} cannot be read (damaged or incomplete?): {e}") from e
+        if opt_state is not None:
+            try:
+                opt_state = mngr.restore(step, args=ocp.args.Composite(
+                    opt_state=ocp.args.StandardRestore(jax.eval_shape(lambda: opt_state))
+                ))["opt_state"]
+            except (ValueError, KeyError, FileNotFoundError) as e:
+                raise CheckpointError(
+                    f"{where}: its optimizer state does not fit (another optimizer in the "
+                    f"config? train into a new --workdir): {e}") from e
     params = jax.tree.map(lambda x: x, params)  # a copy: the template stays untouched
-    nnx.replace_by_pure_dict(params, restored["params"])
-    return step, params, restored["opt_state"] if opt_state is not None else None
+    nnx.replace_by_pure_dict(params, restored)
+    return step, params, opt_state
 
 
 def load_params(workdir: str | os.PathLike, net: nnx.Module, step: int | None = None) -> int:

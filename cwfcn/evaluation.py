@@ -9,24 +9,26 @@ frames each stage fired, the FLOP fraction of oracle and the measured ms/frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cwfcn import clockwork, cost, metrics
+from cwfcn import clockwork, cost, metrics, model
+from cwfcn.data.prefetch import prefetch
 from cwfcn.data.translate import SCORED_FRAMES
 
-Video = tuple[np.ndarray, np.ndarray]  # frames float32 [T, H, W, 3], labels uint8 [T, H, W]
+Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels uint8 [T, H, W]
 
 
 def evaluate_schedule(
     net: nnx.Module,
-    videos: Sequence[Video],
+    videos: Iterable[Video],
     schedule: str | clockwork.Schedule,
     *,
+    mean_bgr: Sequence[float],
     scored: slice = SCORED_FRAMES,
     boundary_radius: int = 5,
 ) -> dict:
@@ -34,8 +36,10 @@ def evaluate_schedule(
 
     Args:
       net: a staged net with `num_classes` (e.g. `model.FCN8s`).
-      videos: (frames float32 `[T, H, W, 3]` preprocessed, labels `[T, H, W]`) pairs.
+      videos: (frames uint8 RGB `[T, H, W, 3]`, labels uint8 `[T, H, W]`, 255 = ignore)
+        pairs; decoded in a background thread while the net runs.
       schedule: a schedule or its name.
+      mean_bgr: the data set's mean (`model.MEAN_BGR`).
       scored: the frames of each video that are scored (all are run).
       boundary_radius: radius of the boundary band.
 
@@ -46,32 +50,37 @@ def evaluate_schedule(
     c = net.num_classes
     hist = np.zeros((c, c), np.int64)
     band_hist = np.zeros((c, c), np.int64)
-    tds, fired, seconds, frames_run = [], [], 0.0, 0
-    compiled: set[tuple] = set()
-    for frames, labels in videos:
-        if frames.shape not in compiled:  # compile outside the timed region
-            jax.block_until_ready(jnp.argmax(clockwork.run(net, frames, schedule).scores, -1))
-            compiled.add(frames.shape)
-        start = time.perf_counter()
-        out = clockwork.run(net, frames, schedule)
-        preds = np.asarray(jnp.argmax(out.scores, -1))
-        seconds += time.perf_counter() - start
-        frames_run += len(frames)
-        hist += metrics.confusion(labels[scored], preds[scored], c)
-        band_hist += metrics.boundary_confusion(labels[scored], preds[scored], c, boundary_radius)
-        tds.append(metrics.temporal_difference(preds))
-        fired.append(np.asarray(out.fired))
-    flops = cost.stage_flops(net, videos[0][0].shape[1:])
-    all_fired = np.concatenate(fired)
+    tds, fired, seconds, spent, frames_run = [], [], 0.0, 0.0, 0
+    flops: dict[tuple, cost.StageFlops] = {}
+    with prefetch(videos) as stream:
+        for rgb, labels in stream:
+            frames = model.preprocess(rgb, mean_bgr)
+            if frames.shape not in flops:  # compile outside the timed region
+                jax.block_until_ready(jnp.argmax(clockwork.run(net, frames, schedule).scores, -1))
+                flops[frames.shape] = cost.stage_flops(net, frames.shape[1:])
+            start = time.perf_counter()
+            out = clockwork.run(net, frames, schedule)
+            preds = np.asarray(jnp.argmax(out.scores, -1))
+            seconds += time.perf_counter() - start
+            frames_run += len(frames)
+            fired.append(np.asarray(out.fired))
+            spent += cost.flop_fraction(fired[-1], flops[frames.shape]) * len(frames)
+            hist += metrics.confusion(labels[scored], preds[scored], c)
+            band_hist += metrics.boundary_confusion(labels[scored], preds[scored], c,
+                                                    boundary_radius)
+            tds.append(metrics.temporal_difference(preds))
+    if not frames_run:
+        raise ValueError("no videos to evaluate: the data source is empty")
     result = {"schedule": schedule.name, **metrics.scores(hist)}
     result.update({f"bdry_{k}": v for k, v in metrics.scores(band_hist).items()})
     result.update(
         temporal_diff=float(np.mean(tds)),
         temporal_diff_std=float(np.std(tds)),
-        fired=all_fired.mean(0).tolist(),
-        flop_fraction=cost.flop_fraction(all_fired, flops),
+        fired=np.concatenate(fired).mean(0).tolist(),
+        flop_fraction=spent / frames_run,
         ms_per_frame=1e3 * seconds / frames_run,
         frames=frames_run,
+        videos=len(tds),
     )
     return result
 

@@ -56,11 +56,15 @@ def loss_fn(scores: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """SGD with high momentum and weight decay, as FCN."""
-    return optax.chain(
-        optax.add_decayed_weights(config.optim.weight_decay),
-        optax.sgd(config.optim.learning_rate, momentum=config.optim.momentum),
-    )
+    """`config.optim.name`: "sgd" (with momentum, as FCN) or "adam"; with weight decay."""
+    o = config.optim
+    if o.name == "sgd":
+        step = optax.sgd(o.learning_rate, momentum=o.momentum)
+    elif o.name == "adam":
+        step = optax.adam(o.learning_rate)
+    else:
+        raise ValueError(f"config.optim.name must be 'sgd' or 'adam', got {o.name!r}")
+    return optax.chain(optax.add_decayed_weights(o.weight_decay), step)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx"), donate_argnums=(0, 1))
@@ -188,3 +192,18 @@ def train(
             checkpoint.save(workdir, done, params, opt_state,
                             max_to_keep=config.train.keep_checkpoints)
     return nnx.merge(graphdef, params), losses
+
+
+def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[model.FCN8s, bool]:
+    """The net of `config` trained to `config.train.steps`, training (or resuming) only if
+    `workdir` holds no checkpoint that far yet.
+
+    Returns:
+      (net, trained_now).
+    """
+    step = checkpoint.latest_step(workdir)
+    if step is not None and step >= config.train.steps:
+        net = build_net(config, nnx.Rngs(0))
+        checkpoint.load_params(workdir, net, step)
+        return net, False
+    return train(config, workdir)[0], True

@@ -48,5 +48,12 @@ def test_missing_and_mismatched_checkpoints_raise_clear_errors(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
         checkpoint.load_params(tmp_path / "nothing", net)
     checkpoint.save(tmp_path, 1, nnx.state(net))
-    with pytest.raises(checkpoint.CheckpointError, match="does not fit this net"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not fit this net.*score_fr"):
         checkpoint.load_params(tmp_path, model.narrow_fcn8s(7, rngs=nnx.Rngs(0)))
+
+
+def test_optimizer_change_is_named(tmp_path):
+    params = nnx.state(model.narrow_fcn8s(5, rngs=nnx.Rngs(0)))
+    checkpoint.save(tmp_path, 1, params, optax.sgd(0.1, momentum=0.9).init(params))
+    with pytest.raises(checkpoint.CheckpointError, match="another optimizer"):
+        checkpoint.restore(tmp_path, params, optax.adam(1e-3).init(params))

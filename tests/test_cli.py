@@ -1,6 +1,7 @@
 """The entry points on the tiny config: evaluate.py's table and JSON, train.py, bad input."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +17,18 @@ from cwfcn import model, train_lib
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
+def _run(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **({"CWFCN_CACHE": str(cache)} if cache else {}))
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
 
 
 @pytest.mark.slow
 def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
     out = tmp_path / "results.json"
-    proc = _run("evaluate.py", "--config", "configs/tiny.py", "--schedule", "all",
-                "--theta", "0.3", "--output", str(out))
+    proc = _run("evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
+                "--schedule", "all",
+                "--theta", "0.3", "--output", str(out), cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     rows = {r["schedule"]: r for r in json.loads(out.read_text())["results"]}
     assert list(rows) == ["oracle", "skip", "exponential", "alternating", "adaptive:0.3",
@@ -33,6 +36,9 @@ def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
     for name in rows:  # every schedule is a row of the printed table
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
     assert rows["oracle"]["time_fraction"] == 1.0
+    # No --checkpoint: the tiny config's model was trained into the cache, and said so.
+    assert "trained now" in proc.stderr
+    assert any((tmp_path / "cache" / "models").iterdir())
     # 2 videos x 6 frames: the fired fractions follow the periods exactly.
     assert rows["skip"]["fired"] == [0.5, 0.5, 0.5]
     assert rows["exponential"]["fired"] == pytest.approx([1.0, 0.5, 2 / 6])

@@ -1,0 +1,46 @@
+"""Named data sources: the sample and synthetic videos, and clear errors for bad names."""
+
+import numpy as np
+import pytest
+
+from configs import tiny
+from cwfcn.data import samples, sources
+
+
+def test_synthetic_source_is_reiterable_and_shaped_by_the_config():
+    config = tiny.get_config()
+    source = sources.open_source("synthetic", config=config)
+    first, second = list(source), list(source)
+    assert source.num_classes == config.model.num_classes and source.mean == "voc"
+    assert len(first) == config.data.num_videos
+    for (f1, l1), (f2, l2) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(f1, f2)
+        np.testing.assert_array_equal(l1, l2)
+        assert f1.shape == (config.data.num_frames, config.data.size, config.data.size, 3)
+        assert f1.dtype == np.uint8 and l1.max() < config.model.num_classes
+
+
+@pytest.mark.slow
+def test_sample_source_is_the_translated_photos_then_the_street_clip():
+    videos = list(sources.open_source("sample"))
+    assert len(videos) == 4
+    for frames, labels in videos[:3]:  # 338x500 or 375x500 photos slid 16 px sideways
+        assert frames.shape[0] == 6 and frames.shape[2] == 500 - 5 * 16
+        assert labels.shape == frames.shape[:3]
+        # Frame k+1 is frame k moved by 16 px: the overlap is identical.
+        np.testing.assert_array_equal(frames[1][:, :-16], frames[0][:, 16:])
+    frames, labels = videos[3]
+    assert frames.shape == (5, 563, 1000, 3)
+    assert set(np.unique(labels)) <= {0, 7, 255}  # background, car, void (the truck)
+    assert len(samples.fetch(["street_clip"])) == 1
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("imagenet", "unknown data"),
+    ("pascal-translated:8", "the paper's shifts"),
+    ("pascal-translated:16", "needs --data-dir"),
+    ("cityscapes", "needs --data-dir"),
+])
+def test_bad_specs_raise_clear_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        sources.open_source(spec)
