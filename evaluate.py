@@ -14,7 +14,7 @@ import os
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
@@ -64,6 +64,7 @@ def load_net(config, path: str | None, mean_bgr) -> tuple[model.FCN8s, str]:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     config = FLAGS.config
     try:
         schedules = schedules_from_flags(FLAGS.schedule, FLAGS.theta)

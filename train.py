@@ -9,7 +9,7 @@ orbax checkpoints and resumes from the latest one.
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cwfcn import train_lib
@@ -21,6 +21,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     try:
         _, losses = train_lib.train(FLAGS.config, FLAGS.workdir)
     except ValueError as e:
