@@ -2,8 +2,11 @@
 
     python train.py --config configs/tiny.py [--config.train.steps=100 ...] [--workdir DIR]
 
-For now it trains on synthetic scenes (`config.data`). With --workdir it saves
-orbax checkpoints and resumes from the latest one.
+It trains on `config.data`: synthetic scenes, or whole images of VOC, SBD (FCN's
+PASCAL training set: configs/pascal.py), NYUDv2 (configs/nyud.py) or Cityscapes
+(configs/cityscapes.py). With --workdir it saves orbax checkpoints, resumes from the
+latest one, and appends the training log (loss, images/s, learning rate, and the
+validation mean IU every `config.train.eval_every` steps) to <workdir>/metrics.jsonl.
 """
 
 import sys

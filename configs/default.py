@@ -15,9 +15,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.init = ""  # weights for the convs: "vgg16_onnx" (ImageNet), a file, or none
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "synthetic"  # or "voc": whole images of a VOC-layout directory
-    config.data.root = "sample"  # "voc": a VOC-layout directory; "sample": the embedded one
-    config.data.split = "val"  # "voc": the split file under ImageSets/Segmentation
+    # "synthetic"; or whole images, batch 1: "voc" (a VOC-layout directory), "sbd"
+    # (benchmark_RELEASE), "nyud" (FCN's nyud layout), "cityscapes" (gtFine + sequences)
+    config.data.name = "synthetic"
+    config.data.root = "sample"  # the data set's directory; "voc": "sample" is the embedded one
+    config.data.split = "val"  # the training split ("voc": under ImageSets/Segmentation)
+    config.data.val_root = ""  # validation directory ("" = data.root; "sbd": a VOCdevkit)
+    config.data.val_split = "val"  # validation split ("sbd": a VOC2011 split, e.g. seg11valid)
+    config.data.num_val = 8  # synthetic: held-out validation scenes (steps 10**6 ..)
     config.data.mean = "voc"  # key of model.MEAN_BGR
     config.data.size = 256  # synthetic scenes: frame height and width
     config.data.shift = 16  # px per frame of the translated video (paper: 16 and 32)
@@ -33,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.learning_rate = 1e-4  # for the pixel-mean loss (train_lib.loss_fn)
     config.optim.momentum = 0.99
     config.optim.weight_decay = 5e-4
+    config.optim.train_upsampling = False  # FCN fixes upscore2/upscore_pool4 (lr_mult 0)
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 100
@@ -40,4 +46,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every = 10
     config.train.checkpoint_every = 50  # steps between saves (and one at the end)
     config.train.keep_checkpoints = 3
+    config.train.eval_every = 0  # steps between validation passes (mean IU); 0 = off
     return config

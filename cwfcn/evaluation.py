@@ -23,6 +23,41 @@ from cwfcn.data.translate import SCORED_FRAMES
 Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels uint8 [T, H, W]
 
 
+SCAN_FRAMES = 64  # longer videos stream frame by frame, so memory stays flat in length
+
+
+def predict(
+    net: nnx.Module, frames: jax.Array, schedule: clockwork.Schedule,
+    stream: clockwork.Clockwork | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class maps of a video under a schedule.
+
+    Short videos go through one `clockwork.run`; longer ones through `Clockwork.step`,
+    which gives the same results without holding every frame's scores.
+
+    Args:
+      net: a staged net.
+      frames: float32 `[T, H, W, 3]`, preprocessed.
+      schedule: the schedule.
+      stream: a `Clockwork(net, schedule)` to reuse (its step is compiled once).
+
+    Returns:
+      preds int `[T, H, W]`, fired bool `[T, N]`, change float32 `[T]`.
+    """
+    if len(frames) <= SCAN_FRAMES:
+        out = clockwork.run(net, frames, schedule)
+        return np.asarray(jnp.argmax(out.scores, -1)), np.asarray(out.fired), np.asarray(out.change)
+    cw = stream or clockwork.Clockwork(net, schedule)
+    state = cw.init(frames.shape[1:])
+    preds, fired, change = [], [], []
+    for frame in frames:
+        state, scores, fired_t = cw.step(state, frame)
+        preds.append(np.asarray(jnp.argmax(scores, -1)))
+        fired.append(np.asarray(fired_t))
+        change.append(float(state.change))
+    return np.stack(preds), np.stack(fired), np.asarray(change, np.float32)
+
+
 def evaluate_schedule(
     net: nnx.Module,
     videos: Iterable[Video],
@@ -52,18 +87,23 @@ def evaluate_schedule(
     band_hist = np.zeros((c, c), np.int64)
     tds, fired, seconds, spent, frames_run = [], [], 0.0, 0.0, 0
     flops: dict[tuple, cost.StageFlops] = {}
-    with prefetch(videos) as stream:
-        for rgb, labels in stream:
+    stream = clockwork.Clockwork(net, schedule)
+    with prefetch(videos) as decoded:
+        for rgb, labels in decoded:
             frames = model.preprocess(rgb, mean_bgr)
             if frames.shape not in flops:  # compile outside the timed region
-                jax.block_until_ready(jnp.argmax(clockwork.run(net, frames, schedule).scores, -1))
+                if len(frames) <= SCAN_FRAMES:
+                    predict(net, frames, schedule)
+                else:
+                    stream.step(stream.init(frames.shape[1:]), frames[0])
                 flops[frames.shape] = cost.stage_flops(net, frames.shape[1:])
             start = time.perf_counter()
-            out = clockwork.run(net, frames, schedule)
-            preds = np.asarray(jnp.argmax(out.scores, -1))
+            preds, fired_v, change = predict(net, frames, schedule, stream)
             seconds += time.perf_counter() - start
             frames_run += len(frames)
-            fired.append(np.asarray(out.fired))
+            if not fired:  # the first video's clock, for timeline plots
+                timeline = {"change": change.tolist(), "fired": fired_v[:, -1].tolist()}
+            fired.append(fired_v)
             spent += cost.flop_fraction(fired[-1], flops[frames.shape]) * len(frames)
             hist += metrics.confusion(labels[scored], preds[scored], c)
             band_hist += metrics.boundary_confusion(labels[scored], preds[scored], c,
@@ -81,6 +121,7 @@ def evaluate_schedule(
         ms_per_frame=1e3 * seconds / frames_run,
         frames=frames_run,
         videos=len(tds),
+        timeline=timeline,
     )
     return result
 

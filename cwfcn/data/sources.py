@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from cwfcn.data import cityscapes, nyud, samples, synthetic, translate, voc, youtube
+from cwfcn.data import cityscapes, nyud, samples, synthetic, translate, video, voc, youtube
+from cwfcn.data.files import IGNORE_LABEL
 
 SOURCE_HELP = ("sample, synthetic, pascal-translated:16, pascal-translated:32, nyud, youtube, "
-               "cityscapes (all but sample and synthetic need --data-dir)")
+               "cityscapes (these need --data-dir), or video:PATH (any video file, unlabelled)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,14 @@ def synthetic_videos(
         yield translate.make_translated_frames(image, label, shift, num_frames)
 
 
+def unlabelled_video(
+    path: str, max_frames: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One video file as a video without ground truth (every label 255)."""
+    frames = video.read_video(path, max_frames)
+    yield frames, np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+
+
 def _need_dir(spec: str, data_dir: str | None) -> str:
     if not data_dir:
         raise ValueError(f"data {spec!r} needs --data-dir: the directory of the data set "
@@ -66,14 +76,17 @@ def _need_dir(spec: str, data_dir: str | None) -> str:
     return data_dir
 
 
-def open_source(spec: str, *, data_dir: str | None = None, config=None) -> Source:
+def open_source(
+    spec: str, *, data_dir: str | None = None, config=None, max_frames: int | None = None
+) -> Source:
     """Opens a named data source.
 
     Args:
       spec: one of `SOURCE_HELP`.
       data_dir: the data set's directory (not needed for sample and synthetic).
       config: the config (`config.data` and `config.model.num_classes` shape the
-        synthetic videos).
+        synthetic videos; an unlabelled video takes the config's classes and mean).
+      max_frames: read at most this many frames of a video:PATH.
 
     Returns:
       The `Source`.
@@ -81,6 +94,14 @@ def open_source(spec: str, *, data_dir: str | None = None, config=None) -> Sourc
     Raises:
       ValueError: an unknown spec, or a missing --data-dir.
     """
+    if spec.startswith("video:"):
+        path = spec[len("video:"):]
+        if not os.path.isfile(path):
+            raise ValueError(f"video {path!r} not found: give the path of a video file")
+        num_classes, mean = (21, "voc") if config is None else (config.model.num_classes,
+                                                                config.data.mean)
+        return Source(spec, num_classes, mean,
+                      functools.partial(unlabelled_video, path, max_frames))
     name, _, arg = spec.strip().lower().partition(":")
     if name == "sample":
         return Source(spec, 21, "voc", sample_videos)

@@ -1,0 +1,181 @@
+"""Figures of the paper's kind, written as PNG files (matplotlib, Agg backend).
+
+  plot_tradeoff  Fig. 6: mean IU vs the fraction of frames on which the last stage
+                 fired, for an adaptive theta sweep (a line, points labelled by theta)
+                 and fixed schedules (labelled points).
+  plot_timeline  Fig. 7: the adaptive clock's change signal per frame, its threshold,
+                 and the firings of the last stage as a strip below.
+
+`tradeoff_figure` / `timeline_figure` build the figures without saving them (for tests
+and notebooks); `plot_*` save them and close them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from cwfcn import clockwork
+
+Row = Mapping[str, Any]
+
+
+def tradeoff_points(rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Rows of `evaluation` results -> plot coordinates.
+
+    Args:
+      rows: dicts with `schedule` (str), `mean_iu` (0..1) and `fired` (per-stage fractions
+        of frames on which each stage computed; the last stage's is used).
+
+    Returns:
+      x float64 `[n]`: the last stage's firing rate, %; y float64 `[n]`: mean IU, %;
+      the schedule names. In the order of `rows`.
+
+    Raises:
+      ValueError: if a row lacks a key or has an empty `fired`.
+    """
+    xs, ys, names = [], [], []
+    for row in rows:
+        missing = {"schedule", "mean_iu", "fired"} - set(row)
+        if missing:
+            raise ValueError(f"row {dict(row)!r} lacks {sorted(missing)}")
+        fired = np.ravel(np.asarray(row["fired"], np.float64))
+        if fired.size == 0:
+            raise ValueError(f"row {row['schedule']!r} has no per-stage firing fractions")
+        xs.append(100.0 * fired[-1])
+        ys.append(100.0 * float(row["mean_iu"]))
+        names.append(str(row["schedule"]))
+    return np.asarray(xs, np.float64), np.asarray(ys, np.float64), names
+
+
+def tradeoff_figure(sweep_rows: Sequence[Row], fixed_rows: Sequence[Row] = ()) -> Figure:
+    """The accuracy / firing-rate trade-off (Fig. 6), not saved.
+
+    Args:
+      sweep_rows: rows of adaptive schedules ("adaptive:theta"), drawn as one line sorted
+        by firing rate, each point annotated with its theta.
+      fixed_rows: rows of other schedules, drawn as points labelled with their names.
+
+    Returns:
+      The figure; its axes hold the sweep as `lines[0]` (if any) and one line per fixed row.
+
+    Raises:
+      ValueError: if both are empty, a row is malformed, or a sweep row is not adaptive.
+    """
+    if not sweep_rows and not fixed_rows:
+        raise ValueError("nothing to plot: no sweep rows and no fixed rows")
+    thetas = []
+    for row in sweep_rows:
+        theta = clockwork.parse_schedule(str(row.get("schedule"))).theta
+        if theta is None:
+            raise ValueError(f"sweep row {row.get('schedule')!r} is not an adaptive schedule")
+        thetas.append(theta)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if sweep_rows:
+        x, y, _ = tradeoff_points(sweep_rows)
+        order = np.argsort(x, kind="stable")
+        ax.plot(x[order], y[order], "o-", color="tab:blue", label="adaptive (theta)")
+        for i in order:
+            ax.annotate(f"{thetas[i]:g}", (x[i], y[i]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8, color="tab:blue")
+    if fixed_rows:
+        x, y, names = tradeoff_points(fixed_rows)
+        markers = "sD^vP*Xph"
+        for i, name in enumerate(names):
+            ax.plot([x[i]], [y[i]], markers[i % len(markers)], linestyle="none", label=name)
+            ax.annotate(name, (x[i], y[i]), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8)
+    ax.set_xlabel("frames on which the last stage fired (%)")
+    ax.set_ylabel("mean IU (%)")
+    ax.set_xlim(0, 105)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_tradeoff(
+    path: str | os.PathLike, sweep_rows: Sequence[Row], fixed_rows: Sequence[Row] = ()
+) -> str:
+    """Writes `tradeoff_figure(sweep_rows, fixed_rows)` as a PNG and returns its path."""
+    return _save(tradeoff_figure(sweep_rows, fixed_rows), path)
+
+
+def timeline_figure(
+    change: Sequence[float] | np.ndarray,
+    fired: Sequence[bool] | np.ndarray,
+    theta: float,
+    title: str = "",
+) -> Figure:
+    """The adaptive clock over a video (Fig. 7), not saved.
+
+    Args:
+      change: float `[T]`, the change fraction per frame (`RunOutput.change`).
+      fired: bool `[T]`, whether the last stage fired (`RunOutput.fired[:, -1]`).
+      theta: the threshold, drawn as a horizontal line.
+      title: the figure's title.
+
+    Returns:
+      The figure: axes[0] holds the change line (`lines[0]`) and the threshold
+      (`lines[1]`); axes[1] the firing strip as a `[1, T]` image, black where fired.
+
+    Raises:
+      ValueError: if change and fired are not 1-D of the same non-zero length.
+    """
+    change = np.asarray(change, np.float64)
+    fired = np.asarray(fired, bool)
+    if change.ndim != 1 or fired.ndim != 1 or len(change) != len(fired) or not len(change):
+        raise ValueError(f"change and fired must be [T] with the same T > 0, got shapes "
+                         f"{change.shape} and {fired.shape}")
+    t = np.arange(len(change))
+    fig, (ax, strip) = plt.subplots(
+        2, 1, figsize=(8, 3.5), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
+    )
+    ax.plot(t, change, "-", color="tab:blue", lw=1, label="change")
+    ax.axhline(theta, color="tab:red", ls="--", lw=1, label=f"theta = {theta:g}")
+    ax.set_ylabel("fraction of labels changed")
+    ax.set_ylim(0, max(1.0, float(change.max())) * 1.02)
+    ax.legend(fontsize=8, loc="upper right")
+    if title:
+        ax.set_title(title)
+    strip.imshow(fired[None].astype(np.float64), cmap="Greys", vmin=0, vmax=1,
+                 aspect="auto", interpolation="nearest",
+                 extent=(-0.5, len(fired) - 0.5, 0, 1))
+    strip.set_yticks([])
+    strip.set_ylabel("fired", rotation=0, ha="right", va="center")
+    strip.set_xlabel(f"frame ({int(fired.sum())} of {len(fired)} fired)")
+    strip.set_xlim(-0.5, len(fired) - 0.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_timeline(
+    path: str | os.PathLike,
+    change: Sequence[float] | np.ndarray,
+    fired: Sequence[bool] | np.ndarray,
+    theta: float,
+    title: str = "",
+) -> str:
+    """Writes `timeline_figure(change, fired, theta, title)` as a PNG and returns its path."""
+    return _save(timeline_figure(change, fired, theta, title), path)

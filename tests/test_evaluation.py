@@ -1,0 +1,29 @@
+"""The evaluator's streaming path and the evaluate.py theta parsing."""
+
+import numpy as np
+import pytest
+from flax import nnx
+
+import evaluate
+from cwfcn import clockwork, evaluation, model
+
+
+def test_long_videos_stream_with_the_same_results_as_one_scan(monkeypatch):
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    frames = np.random.default_rng(0).normal(0, 60, (7, 24, 24, 3)).astype(np.float32)
+    schedule = clockwork.parse_schedule("adaptive:0.05")
+    scan = evaluation.predict(net, frames, schedule)
+    monkeypatch.setattr(evaluation, "SCAN_FRAMES", 3)  # 7 frames now count as long
+    streamed = evaluation.predict(net, frames, schedule)
+    out = clockwork.run(net, frames, schedule)
+    np.testing.assert_array_equal(scan[0], np.argmax(np.asarray(out.scores), -1))
+    for a, b in zip(scan, streamed, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_theta_sweeps_include_the_stop_and_reject_nonsense():
+    assert evaluate.parse_thetas("0.25") == [0.25]
+    assert evaluate.parse_thetas("0.05:0.25:0.05") == [0.05, 0.1, 0.15, 0.2, 0.25]
+    for bad in ("x", "0.5:0.1:0.1", "0.1:0.5:0", "1:2"):
+        with pytest.raises(ValueError, match="bad --theta"):
+            evaluate.parse_thetas(bad)

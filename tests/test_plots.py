@@ -1,0 +1,121 @@
+"""Tests for cwfcn.plots: PNGs are written and the figures hold the data given."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+from cwfcn import plots
+
+SWEEP = [  # out of theta order on purpose: the line is sorted by firing rate
+    {"schedule": "adaptive:0.1", "mean_iu": 0.60, "fired": [1.0, 1.0, 0.8]},
+    {"schedule": "adaptive:0.5", "mean_iu": 0.50, "fired": [1.0, 1.0, 0.2]},
+    {"schedule": "adaptive:0.25", "mean_iu": 0.55, "fired": [1.0, 1.0, 0.4]},
+]
+FIXED = [
+    {"schedule": "oracle", "mean_iu": 0.62, "fired": [1.0, 1.0, 1.0]},
+    {"schedule": "alternating", "mean_iu": 0.57, "fired": [1.0, 1.0, 0.5]},
+]
+
+
+def _check_png(path) -> None:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.mode in ("RGB", "RGBA")
+        assert im.size[0] > 100 and im.size[1] > 100
+        pixels = np.asarray(im.convert("L"))
+    assert pixels.min() < 100 < pixels.max(), "blank image"
+
+
+def test_tradeoff_points():
+    x, y, names = plots.tradeoff_points(FIXED)
+    np.testing.assert_allclose(x, [100.0, 50.0])  # the last stage's rate, %
+    np.testing.assert_allclose(y, [62.0, 57.0])
+    assert names == ["oracle", "alternating"]
+
+
+def test_tradeoff_figure_data():
+    fig = plots.tradeoff_figure(SWEEP, FIXED)
+    try:
+        ax = fig.axes[0]
+        assert len(ax.lines) == 1 + len(FIXED)
+        sweep = ax.lines[0]
+        np.testing.assert_allclose(sweep.get_xdata(), [20.0, 40.0, 80.0])
+        np.testing.assert_allclose(sweep.get_ydata(), [50.0, 55.0, 60.0])
+        np.testing.assert_allclose(ax.lines[2].get_xydata(), [[50.0, 57.0]])
+        labels = sorted(t.get_text() for t in ax.texts)
+        assert labels == sorted(["0.1", "0.25", "0.5", "oracle", "alternating"])
+    finally:
+        plt.close(fig)
+
+
+def test_plot_tradeoff_writes_png(tmp_path):
+    path = plots.plot_tradeoff(tmp_path / "sub" / "tradeoff.png", SWEEP, FIXED)
+    assert path == str(tmp_path / "sub" / "tradeoff.png")
+    _check_png(path)
+    _check_png(plots.plot_tradeoff(tmp_path / "sweep_only.png", SWEEP))
+
+
+@pytest.mark.parametrize(
+    "sweep, fixed, match",
+    [
+        ([], [], "nothing to plot"),
+        ([FIXED[0]], [], "not an adaptive"),
+        ([{"schedule": "adaptive:0.2", "mean_iu": 0.5}], [], "lacks"),
+        ([], [{"schedule": "oracle", "mean_iu": 0.5, "fired": []}], "no per-stage"),
+    ],
+)
+def test_tradeoff_bad_rows(tmp_path, sweep, fixed, match):
+    with pytest.raises(ValueError, match=match):
+        plots.plot_tradeoff(tmp_path / "bad.png", sweep, fixed)
+    assert not (tmp_path / "bad.png").exists()
+
+
+CHANGE = np.array([0.0, 0.1, 0.3, 0.05, 0.2, 0.4])
+FIRED = np.array([True, False, True, False, False, True])
+
+
+def test_timeline_figure_data():
+    fig = plots.timeline_figure(CHANGE, FIRED, 0.25, title="clip")
+    try:
+        ax, strip = fig.axes
+        np.testing.assert_allclose(ax.lines[0].get_xdata(), np.arange(6))
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), CHANGE)
+        np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.25, 0.25])  # the threshold
+        assert ax.get_title() == "clip"
+        (image,) = strip.images
+        np.testing.assert_array_equal(np.asarray(image.get_array()), FIRED[None].astype(float))
+        assert "3 of 6 fired" in strip.get_xlabel()
+    finally:
+        plt.close(fig)
+
+
+def test_plot_timeline_writes_png_black_where_fired(tmp_path):
+    path = plots.plot_timeline(tmp_path / "timeline.png", CHANGE, FIRED, 0.25)
+    _check_png(path)
+    # The strip's pixels: along its middle row, runs of black exactly where fired.
+    fig = plots.timeline_figure(CHANGE, FIRED, 0.25)
+    try:
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+        strip = fig.axes[1]
+        box = strip.get_window_extent()
+        height = rgb.shape[0]
+        row = height - int((box.y0 + box.y1) / 2)  # display y runs up, arrays down
+        for t, f in enumerate(FIRED):
+            x_pix, _ = strip.transData.transform((t, 0.5))
+            value = rgb[row, int(x_pix)].mean()
+            assert (value < 50) if f else (value > 200), (t, value)
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "change, fired",
+    [(CHANGE, FIRED[:-1]), (CHANGE[:, None], FIRED), ([], [])],
+)
+def test_timeline_bad_shapes(tmp_path, change, fired):
+    with pytest.raises(ValueError, match="same T"):
+        plots.plot_timeline(tmp_path / "bad.png", change, fired, 0.25)

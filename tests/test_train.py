@@ -1,0 +1,238 @@
+"""Training pipeline on the tiny config: frozen upsamplers, metrics log, validation, data sources.
+
+Each `train_lib.train` call compiles its step once (a few seconds on a CPU), so the tests
+share short runs where they can.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import scipy.io
+from flax import nnx
+from PIL import Image
+
+from configs import tiny
+from cwfcn import model, train_lib
+
+UPSAMPLERS = ("upscore2", "upscore_pool4")
+
+
+def _initial_net(config):
+    """The net `train` starts from: its init key is the second half of split(key(seed))."""
+    return train_lib.init_net(config, jax.random.split(jax.random.key(config.seed))[1])
+
+
+def _leaf(net: nnx.Module, *path: str) -> np.ndarray:
+    tree = nnx.to_pure_dict(nnx.state(net))
+    for key in path:
+        tree = tree[key]
+    return np.asarray(tree)
+
+
+# --- 1. per-layer learning rates ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train_upsampling", [False, True])
+def test_upsampling_deconvs_are_frozen_unless_asked(train_upsampling):
+    config = tiny.get_config()
+    config.train.steps = 2
+    config.optim.train_upsampling = train_upsampling
+    before = _initial_net(config)
+    after, losses = train_lib.train(config)
+    assert len(losses) == 2
+    for name in ("conv1_1", "score_fr", "fc7"):
+        assert not np.array_equal(_leaf(before, name, "kernel"), _leaf(after, name, "kernel"))
+    for name in UPSAMPLERS:
+        same = np.array_equal(_leaf(before, name), _leaf(after, name))
+        assert same != train_upsampling, name
+    if not train_upsampling:  # still exactly the bilinear kernels FCN fixes them to
+        bilinear = model.bilinear_deconv_init(4, config.model.num_classes)
+        np.testing.assert_array_equal(_leaf(after, "upscore2"), bilinear)
+
+
+def test_frozen_upsamplers_get_no_weight_decay():
+    config = tiny.get_config()
+    config.optim.weight_decay = 0.5  # decay alone would move every weight
+    params = nnx.state(_initial_net(config))
+    tx = train_lib.make_optimizer(config)
+    zeros = jax.tree.map(np.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    pure = nnx.to_pure_dict(updates)
+    for name in UPSAMPLERS:
+        assert not np.any(np.asarray(pure[name]))
+    assert np.any(np.asarray(pure["conv1_1"]["kernel"]))
+
+
+# --- 2 and 3. metrics log and validation --------------------------------------------------------
+
+
+def _records(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_metrics_log_appends_and_resumes_with_validation(tmp_path):
+    config = tiny.get_config()
+    config.train.steps = 2
+    config.train.log_every = 1
+    config.train.eval_every = 2
+    config.train.checkpoint_every = 2
+    train_lib.train(config, str(tmp_path))
+    first = (tmp_path / "metrics.jsonl").read_text()
+    records = _records(tmp_path)
+    train_rows = [r for r in records if "loss" in r]
+    val_rows = [r for r in records if "val_mean_iu" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert [r["step"] for r in val_rows] == [2]
+    for r in train_rows:
+        assert set(r) == {"step", "loss", "images_per_s", "learning_rate"}
+        assert np.isfinite(r["loss"]) and r["images_per_s"] > 0
+        assert r["learning_rate"] == pytest.approx(config.optim.learning_rate)
+    assert set(val_rows[0]) == {"step", "val_mean_iu", "val_pixel_acc"}
+    assert 0.0 <= val_rows[0]["val_mean_iu"] <= val_rows[0]["val_pixel_acc"] + 1.0
+    assert 0.0 <= val_rows[0]["val_pixel_acc"] <= 1.0
+
+    config.train.steps = 4
+    net, losses = train_lib.train(config, str(tmp_path))
+    assert len(losses) == 2
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert text.startswith(first)  # appended, not rewritten
+    records = _records(tmp_path)
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if "val_mean_iu" in r] == [2, 4]
+    # The last training rows hold this run's losses (log_every 1: one step each).
+    np.testing.assert_allclose([r["loss"] for r in records if "loss" in r][-2:], losses,
+                               rtol=1e-6)
+
+    # The logged validation is the full net's pixel accuracy on held-out scenes, computed
+    # here independently with numpy.
+    mean = model.MEAN_BGR[config.data.mean]
+    correct = total = 0
+    for i in range(config.data.num_val):
+        images, labels = train_lib.synthetic_batch(config, train_lib.VAL_STEP_OFFSET + i)
+        preds = np.argmax(np.asarray(net(model.preprocess(images, mean))), -1)
+        valid = labels < config.model.num_classes
+        correct += int(np.sum((preds == labels) & valid))
+        total += int(valid.sum())
+    assert records[-1]["step"] == 4 and "val_pixel_acc" in records[-1]
+    assert records[-1]["val_pixel_acc"] == pytest.approx(correct / total, abs=1e-6)
+
+
+def test_validation_scenes_are_held_out():
+    config = tiny.get_config()
+    train_images = [train_lib.synthetic_batch(config, s)[0] for s in range(4)]
+    val_images = [x for x, _ in train_lib.val_examples(config)]
+    assert len(val_images) == config.data.num_val
+    assert not any(np.array_equal(v, t) for v in val_images for t in train_images)
+
+
+def test_no_workdir_writes_no_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny.get_config()
+    config.train.steps = 1
+    train_lib.train(config)
+    assert not list(tmp_path.iterdir())
+
+
+# --- 4. configs and data sources ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,classes,mean,data", [
+    ("pascal", 21, "voc", "sbd"),
+    ("nyud", 40, "nyud", "nyud"),
+    ("youtube", 21, "voc", "youtube"),
+    ("cityscapes", 19, "cityscapes", "cityscapes"),
+])
+def test_configs_load(name, classes, mean, data):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    assert config.model.num_classes == classes
+    assert config.data.mean == mean and mean in model.MEAN_BGR
+    assert config.data.name == data
+    assert config.train.batch_size == 1
+    assert config.optim.train_upsampling is False
+
+
+def test_pascal_config_is_fcn():
+    from configs import pascal
+
+    config = pascal.get_config()
+    assert config.optim.name == "sgd" and config.optim.momentum == 0.99
+    assert config.data.val_split == "seg11valid" and config.data.split == "train"
+    assert config.model.init == "vgg16_onnx"
+
+
+def _write_sbd(root: Path, shapes: dict[str, tuple[int, int]]) -> dict[str, tuple]:
+    """A tiny benchmark_RELEASE/dataset; returns {id: (image, label)} as written."""
+    dataset = root / "dataset"
+    (dataset / "img").mkdir(parents=True)
+    (dataset / "cls").mkdir()
+    written = {}
+    for seed, (image_id, (h, w)) in enumerate(shapes.items()):
+        rng = np.random.default_rng(seed)
+        label = rng.integers(0, 21, size=(h, w)).astype(np.uint8)
+        image = rng.integers(0, 256, size=(h, w, 3)).astype(np.uint8)
+        Image.fromarray(image).save(dataset / "img" / f"{image_id}.png", format="PNG")
+        (dataset / "img" / f"{image_id}.png").rename(dataset / "img" / f"{image_id}.jpg")
+        scipy.io.savemat(dataset / "cls" / f"{image_id}.mat", {"GTcls": {"Segmentation": label}})
+        written[image_id] = (image, label)
+    (dataset / "train.txt").write_text("\n".join(shapes) + "\n")
+    return written
+
+
+def test_sbd_batches_visit_each_image_once_per_epoch_with_flips(tmp_path):
+    root = tmp_path / "benchmark_RELEASE"
+    written = _write_sbd(root, {"2008_000002": (8, 10), "2008_000003": (6, 12),
+                                "2008_000004": (10, 8)})
+    config = tiny.get_config()
+    config.data.name = "sbd"
+    config.data.root = str(root)
+    config.data.split = "train"
+    batches = train_lib.make_batches(config)
+    flips = []
+    for epoch in range(4):
+        seen = []
+        for k in range(3):
+            images, labels = batches(3 * epoch + k)
+            assert images.dtype == np.uint8 and labels.dtype == np.uint8
+            assert images.ndim == 4 and images.shape[0] == 1 and images.shape[-1] == 3
+            assert labels.shape == images.shape[:3]
+            for image_id, (image, label) in written.items():
+                if label.shape != labels.shape[1:]:
+                    continue
+                for flipped in (False, True):
+                    want_l = label[:, ::-1] if flipped else label
+                    want_i = image[:, ::-1] if flipped else image
+                    if np.array_equal(labels[0], want_l):
+                        np.testing.assert_array_equal(images[0], want_i)  # PNG bytes: lossless
+                        seen.append(image_id)
+                        flips.append(flipped)
+        assert sorted(seen) == sorted(written)
+    assert any(flips) and not all(flips)
+    again = train_lib.make_batches(config)  # a pure function of (seed, step)
+    for step in (0, 5, 11):
+        for a, b in zip(batches(step), again(step), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_sbd_needs_batch_size_one(tmp_path):
+    root = tmp_path / "benchmark_RELEASE"
+    _write_sbd(root, {"a": (8, 8)})
+    config = tiny.get_config()
+    config.data.name = "sbd"
+    config.data.root = str(root)
+    config.data.split = "train"
+    config.train.batch_size = 2
+    with pytest.raises(ValueError, match="batch_size = 1"):
+        train_lib.make_batches(config)
+
+
+def test_unknown_data_name_is_refused():
+    config = tiny.get_config()
+    config.data.name = "youtube"
+    with pytest.raises(ValueError, match=r"config\.data\.name must be one of"):
+        train_lib.make_batches(config)
