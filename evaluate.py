@@ -24,11 +24,13 @@ from ml_collections import config_flags
 from cwfcn import calibrate, checkpoint, clockwork, evaluation, model, plots, train_lib, weights
 from cwfcn.data import samples, sources, video
 
-ALL = ("oracle", "skip", "exponential", "alternating", "adaptive", "pipeline2", "pipeline3")
+ALL = ("oracle", "skip", "exponential", "alternating", "adaptive", "pipeline2", "pipeline3",
+       "pool4", "pool3")
 
 config_flags.DEFINE_config_file("config", "configs/sample.py", "Config file.", lock_config=True)
 flags.DEFINE_string("schedule", "adaptive",
-                    f"Schedule, comma-separated schedules, or 'all'. {clockwork.SCHEDULE_HELP}.")
+                    f"Schedule, comma-separated schedules, or 'all'. {clockwork.SCHEDULE_HELP}; "
+                    "or the truncated baselines pool4, pool3.")
 flags.DEFINE_string("theta", str(clockwork.DEFAULT_THETA),
                     "Threshold of the adaptive clock in [0, 1], or a sweep start:stop:step.")
 flags.DEFINE_float("target_rate", None,
@@ -63,7 +65,7 @@ def parse_thetas(spec: str) -> list[float]:
                      "e.g. 0.05:0.5:0.05")
 
 
-def schedules_from_flags(spec: str, thetas: list[float]) -> list[clockwork.Schedule]:
+def schedules_from_flags(spec: str, thetas: list[float]) -> list[clockwork.Schedule | str]:
     """The schedules to run, oracle first (the reference for time and accuracy).
 
     "adaptive" stands for one adaptive schedule per theta of the sweep.
@@ -75,8 +77,9 @@ def schedules_from_flags(spec: str, thetas: list[float]) -> list[clockwork.Sched
             expanded += [f"adaptive:{t}" for t in thetas]
         else:
             expanded.append(n)
-    schedules = [clockwork.parse_schedule(n) for n in expanded]
-    if all(s.name != "oracle" for s in schedules):
+    schedules = [n.strip().lower() if n.strip().lower() in evaluation.BASELINES
+                 else clockwork.parse_schedule(n) for n in expanded]
+    if all(getattr(s, "name", s) != "oracle" for s in schedules):
         schedules.insert(0, clockwork.parse_schedule("oracle"))
     return schedules
 
@@ -103,11 +106,12 @@ def write_outputs(rows, source, net, mean) -> None:
         print("plots: " + ", ".join(map(str, paths)), file=sys.stderr)
     if FLAGS.video_out:
         rgb, _ = next(iter(source))
-        schedule = clockwork.parse_schedule(rows[-1]["schedule"])
+        name = rows[-1]["schedule"]
+        schedule = name if name in evaluation.BASELINES else clockwork.parse_schedule(name)
         preds, fired, _ = evaluation.predict(net, model.preprocess(rgb, mean), schedule)
         n = video.write_overlay(FLAGS.video_out, rgb, preds, num_classes=net.num_classes,
                                 fired=fired[:, -1])
-        print(f"video: {FLAGS.video_out} ({n} frames, {schedule.name})", file=sys.stderr)
+        print(f"video: {FLAGS.video_out} ({n} frames, {name})", file=sys.stderr)
 
 
 def load_net(config, path: str | None, mean_bgr) -> tuple[model.FCN8s, str]:

@@ -8,6 +8,7 @@ frames each stage fired, the FLOP fraction of oracle and the measured ms/frame.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Sequence
 
@@ -26,8 +27,27 @@ Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels u
 SCAN_FRAMES = 64  # longer videos stream frame by frame, so memory stays flat in length
 
 
+# The paper's latency baselines (Tables 3, 4): FCN-8s cut after S1 or S2, every frame.
+BASELINES = {"pool3": 1, "pool4": 2}
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "stages"))
+def _truncated_preds(params, frames, *, graphdef, stages: int) -> jax.Array:
+    return jnp.argmax(nnx.merge(graphdef, params).truncated(frames, stages), -1)
+
+
+def _predict_truncated(net, frames, stages: int):
+    graphdef, params = nnx.split(net)
+    preds = [np.asarray(_truncated_preds(params, frames[i : i + SCAN_FRAMES],
+                                         graphdef=graphdef, stages=stages))
+             for i in range(0, len(frames), SCAN_FRAMES)]
+    fired = np.zeros((len(frames), 3), bool)
+    fired[:, :stages] = True
+    return np.concatenate(preds), fired, np.zeros(len(frames), np.float32)
+
+
 def predict(
-    net: nnx.Module, frames: jax.Array, schedule: clockwork.Schedule,
+    net: nnx.Module, frames: jax.Array, schedule: clockwork.Schedule | str,
     stream: clockwork.Clockwork | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class maps of a video under a schedule.
@@ -38,12 +58,14 @@ def predict(
     Args:
       net: a staged net.
       frames: float32 `[T, H, W, 3]`, preprocessed.
-      schedule: the schedule.
+      schedule: the schedule, or a truncated baseline's name (`BASELINES`).
       stream: a `Clockwork(net, schedule)` to reuse (its step is compiled once).
 
     Returns:
       preds int `[T, H, W]`, fired bool `[T, N]`, change float32 `[T]`.
     """
+    if isinstance(schedule, str):  # a truncated baseline: "pool3" or "pool4"
+        return _predict_truncated(net, frames, BASELINES[schedule])
     if len(frames) <= SCAN_FRAMES:
         out = clockwork.run(net, frames, schedule)
         return np.asarray(jnp.argmax(out.scores, -1)), np.asarray(out.fired), np.asarray(out.change)
@@ -73,7 +95,7 @@ def evaluate_schedule(
       net: a staged net with `num_classes` (e.g. `model.FCN8s`).
       videos: (frames uint8 RGB `[T, H, W, 3]`, labels uint8 `[T, H, W]`, 255 = ignore)
         pairs; decoded in a background thread while the net runs.
-      schedule: a schedule or its name.
+      schedule: a schedule or its name, or a truncated baseline ("pool3", "pool4").
       mean_bgr: the data set's mean (`model.MEAN_BGR`).
       scored: the frames of each video that are scored (all are run).
       boundary_radius: radius of the boundary band.
@@ -81,18 +103,20 @@ def evaluate_schedule(
     Returns:
       A flat dict of metrics (see the module docstring); ms/frame excludes compiling.
     """
-    schedule = clockwork.parse_schedule(schedule)
+    baseline = schedule if schedule in BASELINES else None
+    schedule = baseline or clockwork.parse_schedule(schedule)
+    name = baseline or schedule.name
     c = net.num_classes
     hist = np.zeros((c, c), np.int64)
     band_hist = np.zeros((c, c), np.int64)
     tds, fired, seconds, spent, frames_run = [], [], 0.0, 0.0, 0
     flops: dict[tuple, cost.StageFlops] = {}
-    stream = clockwork.Clockwork(net, schedule)
+    stream = None if baseline else clockwork.Clockwork(net, schedule)
     with prefetch(videos) as decoded:
         for rgb, labels in decoded:
             frames = model.preprocess(rgb, mean_bgr)
             if frames.shape not in flops:  # compile outside the timed region
-                if len(frames) <= SCAN_FRAMES:
+                if baseline or len(frames) <= SCAN_FRAMES:
                     predict(net, frames, schedule)
                 else:
                     stream.step(stream.init(frames.shape[1:]), frames[0])
@@ -111,7 +135,7 @@ def evaluate_schedule(
             tds.append(metrics.temporal_difference(preds))
     if not frames_run:
         raise ValueError("no videos to evaluate: the data source is empty")
-    result = {"schedule": schedule.name, **metrics.scores(hist)}
+    result = {"schedule": name, **metrics.scores(hist)}
     result.update({f"bdry_{k}": v for k, v in metrics.scores(band_hist).items()})
     result.update(
         temporal_diff=float(np.mean(tds)),

@@ -34,7 +34,7 @@ def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = {r["schedule"]: r for r in json.loads(out.read_text())["results"]}
     assert list(rows) == ["oracle", "skip", "exponential", "alternating", "adaptive:0.3",
-                          "pipeline2", "pipeline3"]
+                          "pipeline2", "pipeline3", "pool4", "pool3"]
     for name in rows:  # every schedule is a row of the printed table
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
     assert rows["oracle"]["time_fraction"] == 1.0
@@ -45,6 +45,7 @@ def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
     assert rows["skip"]["fired"] == [0.5, 0.5, 0.5]
     assert rows["exponential"]["fired"] == pytest.approx([1.0, 0.5, 2 / 6])
     assert rows["alternating"]["fired"] == [1.0, 1.0, 0.5]
+    assert rows["pool4"]["fired"] == [1.0, 1.0, 0.0] and rows["pool3"]["fired"] == [1.0, 0, 0]
     for r in rows.values():
         assert 0.0 <= r["mean_iu"] <= 1.0 and 0.0 <= r["bdry_mean_iu"] <= 1.0
         assert 0.0 <= r["flop_fraction"] <= 1.0 and r["frames"] == 12

@@ -27,3 +27,22 @@ def test_theta_sweeps_include_the_stop_and_reject_nonsense():
     for bad in ("x", "0.5:0.1:0.1", "0.1:0.5:0", "1:2"):
         with pytest.raises(ValueError, match="bad --theta"):
             evaluate.parse_thetas(bad)
+
+
+def test_truncated_baselines_score_the_truncated_net():
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(1)
+    blocks = rng.choice([0, 255], (4, 6, 7, 3)).astype(np.uint8)  # saturated colour blocks
+    rgb = blocks.repeat(4, axis=1).repeat(4, axis=2)
+    mean = model.MEAN_BGR["voc"]
+    frames = np.asarray(model.preprocess(rgb, mean))
+    for name, stages in (("pool3", 1), ("pool4", 2)):
+        want = np.argmax(np.asarray(net.truncated(frames, stages)), -1)
+        # Labels equal to the truncated net's own answer on frames 2.. give 100% accuracy;
+        # the full net's answer would not (checked below), so the baseline is really used.
+        labels = want.astype(np.uint8)
+        row = evaluation.evaluate_schedule(net, [(rgb, labels)], name, mean_bgr=mean)
+        assert row["schedule"] == name and row["pixel_acc"] == 1.0
+        assert row["fired"] == [1.0] * stages + [0.0] * (3 - stages)
+        full = np.argmax(np.asarray(net(frames)), -1)
+        assert not np.array_equal(full, want)
