@@ -58,13 +58,13 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
+from cwfcn.data.files import IGNORE_LABEL
 from cwfcn.data.video import voc_palette
 from cwfcn.data.voc import VOC_CLASSES
 
 CACHE_ENV = "CWFCN_CACHE"
 MARKER = ".complete"
 HAND_ARCHIVES = "archives"
-VOID = 255
 
 
 # Runs a download command in a directory: (command, cwd) -> finished process (check=False).
@@ -317,9 +317,9 @@ def voc_lut(class_names: Sequence[str]) -> np.ndarray:
       uint8 `[256]` lookup table: `voc_label = lut[label]`.
     """
     voc_index = {_normalise(n): i for i, n in enumerate(VOC_CLASSES)}
-    lut = np.full(256, VOID, np.uint8)
-    for i, name in enumerate(class_names[:VOID]):
-        lut[i] = voc_index.get(_normalise(name), VOID)
+    lut = np.full(256, IGNORE_LABEL, np.uint8)
+    for i, name in enumerate(class_names[:IGNORE_LABEL]):
+        lut[i] = voc_index.get(_normalise(name), IGNORE_LABEL)
     return lut
 
 

@@ -24,9 +24,6 @@ from typing import Any
 import av
 import numpy as np
 
-# Class indices at or above the number of classes (VOC's 255 "void" border) are not painted.
-VOID = 255
-
 # A header's frame count may exceed what decodes by a few frames (edit lists, dropped frames);
 # truncation loses far more, so only a larger shortfall is reported as a broken file.
 _FRAME_COUNT_SLACK = 0.01
