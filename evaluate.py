@@ -8,6 +8,12 @@
 
 With no --checkpoint, the config's own model is used: trained once (minutes for the
 default configs/sample.py, the sample model) into the cache and reused afterwards.
+
+Multi-host (--coordinator, --num_processes, --process_id, as train.py): process i runs
+videos i, i + P, ... and the per-video results are gathered, so the metrics equal one
+process's; process 0 alone prints the table and writes --output, --plot and --video_out.
+Each process keeps its own resume journal (<output>.p<i>.partial.jsonl). A multi-host run
+does not train: pass --checkpoint, or let a one-process run cache the config's model first.
 """
 
 import hashlib
@@ -21,7 +27,22 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from cwfcn import calibrate, checkpoint, clockwork, evaluation, model, plots, train_lib, weights
+from cwfcn import (
+    calibrate,
+    checkpoint,
+    cli,
+    clockwork,
+    compilation,
+    config_check,
+    distributed,
+    evaluation,
+    model,
+    plots,
+    provenance,
+    results,
+    train_lib,
+    weights,
+)
 from cwfcn.data import samples, sources, video
 
 ALL = ("oracle", "skip", "exponential", "alternating", "adaptive", "pipeline2", "pipeline3",
@@ -46,7 +67,10 @@ flags.DEFINE_string("data_dir", None, "Directory of the data set named by --data
 flags.DEFINE_string("checkpoint", None,
                     "An orbax checkpoint directory (from train.py --workdir) or a weight file "
                     "(.caffemodel, .pth, .onnx). Default: the config's model, trained once.")
+flags.DEFINE_enum("dtype", "float32", sorted(clockwork.DTYPES),
+                  "Compute dtype of the activations (params stay float32).")
 flags.DEFINE_string("output", None, "Write the results as JSON here.")
+distributed.define_flags()
 FLAGS = flags.FLAGS
 
 
@@ -125,65 +149,83 @@ def load_net(config, path: str | None, mean_bgr) -> tuple[model.FCN8s, str]:
         return net, f"weights {path}: {report}"
     key = hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:12]
     workdir = samples.resolve_cache_dir(None, os.environ) / "models" / key
+    if jax.process_count() > 1 and (checkpoint.latest_step(workdir) or 0) < config.train.steps:
+        raise ValueError(f"the config's model is not cached in {workdir} and a multi-host run "
+                         "does not train: pass --checkpoint (from train.py --workdir), or run "
+                         "evaluate.py once as a single process to train and cache it")
     net, trained = train_lib.ensure_trained(config, str(workdir))
     how = "trained now" if trained else "trained earlier"
     return net, f"no --checkpoint: the config's own model, {how}, cached in {workdir}"
 
 
+def evaluate() -> None:
+    """The whole job; bad input raises ValueError or OSError before any result is written."""
+    distributed.initialize_from_flags()
+    process, processes = jax.process_index(), jax.process_count()
+    lead = process == 0  # prints the table and writes the outputs
+    config = FLAGS.config
+    config_check.check(config)
+    thetas = parse_thetas(FLAGS.theta)
+    if FLAGS.target_rate is not None and not 0.0 < FLAGS.target_rate <= 1.0:
+        raise ValueError(f"--target_rate must be in (0, 1], got {FLAGS.target_rate}: pick the "
+                         "fraction of frames on which S3 should fire, e.g. 0.5")
+    schedules_from_flags(FLAGS.schedule, thetas)  # fail on bad names before any work
+    if FLAGS.output:
+        results.check_writable(FLAGS.output)
+    source = sources.open_source(FLAGS.data, data_dir=FLAGS.data_dir, config=config,
+                                 max_frames=FLAGS.max_frames)
+    if source.num_classes != config.model.num_classes:
+        raise ValueError(f"data {source.name!r} has {source.num_classes} classes but the "
+                         f"config's net has {config.model.num_classes}: pass a config for "
+                         "this data set (--config configs/...)")
+    mean = model.MEAN_BGR[source.mean]
+    net, origin = load_net(config, FLAGS.checkpoint, mean)
+    print(f"device: {jax.devices()[0].platform}; data: {source.name}; net: FCN-8s "
+          f"({config.model.widths}), {origin}", file=sys.stderr)
+    if FLAGS.target_rate is not None:
+        thetas = [calibrated_theta(net, source, mean, FLAGS.target_rate,
+                                   FLAGS.calibration_frames)]
+        print(f"target rate {FLAGS.target_rate}: theta = {thetas[0]:.4f}", file=sys.stderr)
+    schedules = schedules_from_flags(FLAGS.schedule, thetas)
+    journal = None
+    if FLAGS.output:  # per-video results, so that a killed run resumes where it stopped
+        job = json.dumps([config.to_dict(), source.name, origin, FLAGS.dtype, FLAGS.max_frames],
+                         sort_keys=True, default=str)
+        part = f".p{process}" if processes > 1 else ""  # each process's own videos
+        journal = results.Journal(f"{FLAGS.output}{part}.partial.jsonl", job)
+        if len(journal):
+            print(f"resuming: {len(journal)} videos done earlier ({journal.path})",
+                  file=sys.stderr)
+    rows = [evaluation.evaluate_schedule(net, source, s, mean_bgr=mean,
+                                         boundary_radius=config.clock.boundary_radius,
+                                         dtype=FLAGS.dtype, journal=journal,
+                                         shard=(process, processes) if processes > 1 else None)
+            for s in schedules]
+    evaluation.add_speedups(rows)
+    if not lead:
+        if journal is not None:
+            journal.remove()
+        return
+    print(evaluation.format_table(rows))
+    if FLAGS.target_rate is not None:
+        achieved = [r["fired"][-1] for r in rows if r["schedule"].startswith("adaptive")]
+        print(f"target rate {FLAGS.target_rate}: achieved S3 rate "
+              + ", ".join(f"{a:.3f}" for a in achieved), file=sys.stderr)
+    write_outputs(rows, source, net, mean)
+    if FLAGS.output:
+        results.write_json(FLAGS.output, {
+            "config": config.to_dict(), "data": source.name, "weights": origin,
+            "dtype": FLAGS.dtype, "target_rate": FLAGS.target_rate, **provenance.record(),
+            "results": rows})
+        journal.remove()
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    config = FLAGS.config
-    try:
-        thetas = parse_thetas(FLAGS.theta)
-        if FLAGS.target_rate is not None and not 0.0 < FLAGS.target_rate <= 1.0:
-            raise ValueError(f"--target_rate must be in (0, 1], got {FLAGS.target_rate}")
-        schedules_from_flags(FLAGS.schedule, thetas)  # fail on bad names before any work
-        source = sources.open_source(FLAGS.data, data_dir=FLAGS.data_dir, config=config,
-                                     max_frames=FLAGS.max_frames)
-        if source.num_classes != config.model.num_classes:
-            raise ValueError(f"data {source.name!r} has {source.num_classes} classes but the "
-                             f"config's net has {config.model.num_classes}: pass a config for "
-                             "this data set (--config configs/...)")
-        mean = model.MEAN_BGR[source.mean]
-        net, origin = load_net(config, FLAGS.checkpoint, mean)
-        print(f"device: {jax.devices()[0].platform}; data: {source.name}; net: FCN-8s "
-              f"({config.model.widths}), {origin}", file=sys.stderr)
-        if FLAGS.target_rate is not None:
-            thetas = [calibrated_theta(net, source, mean, FLAGS.target_rate,
-                                       FLAGS.calibration_frames)]
-            print(f"target rate {FLAGS.target_rate}: theta = {thetas[0]:.4f}", file=sys.stderr)
-        schedules = schedules_from_flags(FLAGS.schedule, thetas)
-        rows = [evaluation.evaluate_schedule(net, source, s, mean_bgr=mean,
-                                             boundary_radius=config.clock.boundary_radius)
-                for s in schedules]
-        evaluation.add_speedups(rows)
-        print(evaluation.format_table(rows))
-        if FLAGS.target_rate is not None:
-            achieved = [r["fired"][-1] for r in rows if r["schedule"].startswith("adaptive")]
-            print(f"target rate {FLAGS.target_rate}: achieved S3 rate "
-                  + ", ".join(f"{a:.3f}" for a in achieved), file=sys.stderr)
-        write_outputs(rows, source, net, mean)
-    except (ValueError, OSError) as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump({"config": config.to_dict(), "data": source.name, "weights": origin,
-                       "device": str(jax.devices()[0]), "target_rate": FLAGS.target_rate,
-                       "results": rows}, f, indent=1)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, also taking --video-out for --video_out (the dashed spelling)."""
-    def undash(arg: str) -> str:
-        name, eq, value = arg.partition("=")
-        if name.startswith("--") and "." not in name:
-            name = "--" + name[2:].replace("-", "_")
-        return name + eq + value
-
-    return FLAGS([argv[0], *map(undash, argv[1:])])
+    compilation.enable_cache()
+    cli.run_or_fail("evaluate.py", evaluate)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.flags_parser("evaluate.py"))

@@ -2,29 +2,38 @@
 
 Runs FCN-8s (VGG16 widths, random weights: speed does not depend on them) over a
 translated video that pans and holds (`_video`) with every schedule, and prints,
-per schedule, ms/frame, the fraction of frames each stage fired, the analytic
-FLOP fraction of oracle and the measured time fraction of oracle, all from one
-run. Also times `Clockwork.step` in a Python loop against the scan-based `run`.
+per schedule, ms/frame, the compile time, the fraction of frames each stage fired,
+the analytic FLOP fraction of oracle and the measured time fraction of oracle, all
+from one run. Also:
+  - the adaptive clock's decision alone (argmax of the clock scores, compared with
+    the reference map), as a fraction of a full frame;
+  - `Clockwork.step` called from Python, frame by frame, against the scan-based
+    `run` (oracle), and how many times each was compiled.
+Pipelined schedules run the stages of a step side by side; their ms/frame against
+oracle's shows what the backend makes of that. The persistent compilation cache is on,
+as in the CLIs (`CWFCN_COMPILATION_CACHE=0` turns it off): "compile s" of a second run
+shows what the cache saves.
 
     python bench/schedules.py                 # 500x500, the PASCAL size
-    python bench/schedules.py --size 256 --frames 6 --json out.json
+    python bench/schedules.py --size 256 --frames 6 --dtype bfloat16 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
-import platform
 import sys
-import time
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
-from cwfcn import clockwork, cost, model
+if not __package__:  # run as a script: the repository root holds bench/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import device_info, emit, round_robin, timed
+from cwfcn import clockwork, compilation, cost, model
 from cwfcn.data import translate
 
 DEFAULT_SCHEDULES = (
@@ -51,28 +60,19 @@ def _video(size: int, frames: int, shift: int, seed: int) -> np.ndarray:
     return np.asarray(model.preprocess(pans[positions], model.MEAN_BGR["voc"]))
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
-def _bench_schedules(net, frames, names: list[str], repeats: int) -> list[dict]:
-    """Times every schedule; the repeats go round-robin so that drift in the machine's
-    load hits all schedules alike, and each keeps its fastest run."""
-    runs = {name: functools.partial(clockwork.run, net, frames, name) for name in names}
-    first = {name: _timed(lambda f=fn: f().scores) for name, fn in runs.items()}  # compiles
-    best = dict.fromkeys(names, float("inf"))
-    for _ in tqdm(range(repeats), desc="timing rounds", file=sys.stderr):
-        for name, fn in runs.items():
-            best[name] = min(best[name], _timed(lambda f=fn: f().scores))
+def _bench_schedules(net, frames, names: list[str], repeats: int, dtype) -> list[dict]:
+    """Times every schedule (round-robin; each keeps its fastest run)."""
+    runs = {name: functools.partial(clockwork.run, net, frames, name, dtype=dtype)
+            for name in names}
+    times = round_robin({n: lambda f=fn: f().scores for n, fn in runs.items()}, repeats)
     rows = []
     for name in names:
         fired = np.asarray(runs[name]().fired)
+        best = times[name]["wall_s"]
         rows.append({
             "schedule": clockwork.parse_schedule(name).name,
-            "ms_per_frame": 1e3 * best[name] / len(frames),
-            "compile_s": max(first[name] - best[name], 0.0),
+            "ms_per_frame": 1e3 * best / len(frames),
+            "compile_s": max(times[name]["first_s"] - best, 0.0),
             "fired": fired.mean(0).round(4).tolist(),
             "fired_frames": fired.sum(0).tolist(),
             "_fired": fired,
@@ -80,9 +80,31 @@ def _bench_schedules(net, frames, names: list[str], repeats: int) -> list[dict]:
     return rows
 
 
-def _bench_stream(net, frames, repeats: int) -> float:
-    """ms/frame of `Clockwork.step` called from Python, oracle schedule."""
-    cw = clockwork.Clockwork(net, "oracle")
+def _decision_ms(net, frames, repeats: int, dtype) -> float:
+    """ms of the adaptive clock's decision alone on one frame: the class argmax of the
+    clock scores (S2's output here) against the reference map, and the changed fraction."""
+    staging = clockwork.staging_of(net)
+    graphdef, params = nnx.split(net)
+    params = clockwork.cast_params(params, dtype)
+    x = jnp.asarray(frames[:1], dtype)
+    outs = []
+    for k, stage in enumerate(staging.stages[:-1]):
+        outs.append(jax.jit(lambda p, s, f=stage: f(nnx.merge(graphdef, p), s))(
+            params, x if k == 0 else outs[-1]))
+    scores = staging.clock_scores((*outs, None))
+    ref = jnp.argmax(scores, -1).astype(jnp.int32)
+
+    @jax.jit
+    def decide(scores, ref):
+        return jnp.mean((jnp.argmax(scores, -1).astype(jnp.int32) != ref).astype(jnp.float32))
+
+    return 1e3 * round_robin({"decide": lambda: decide(scores, ref)}, repeats,
+                             desc="decision")["decide"]["wall_s"]
+
+
+def _bench_stream(net, frames, repeats: int, dtype) -> tuple[float, int]:
+    """ms/frame of `Clockwork.step` called from Python (oracle), and its compile count."""
+    cw = clockwork.Clockwork(net, "oracle", dtype=dtype)
 
     def loop():
         state = cw.init(frames.shape[1:])
@@ -90,8 +112,9 @@ def _bench_stream(net, frames, repeats: int) -> float:
             state, scores, _ = cw.step(state, frame)
         return scores
 
-    _timed(loop)  # compile
-    return 1e3 * min(_timed(loop) for _ in range(repeats)) / len(frames)
+    timed(loop)  # compile
+    best = min(timed(loop)[0] for _ in range(repeats))
+    return 1e3 * best / len(frames), clockwork.compile_counts()["step"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -102,18 +125,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed rounds; each schedule keeps its fastest")
     parser.add_argument("--schedules", nargs="+", default=list(DEFAULT_SCHEDULES))
+    parser.add_argument("--dtype", default="float32", choices=sorted(clockwork.DTYPES),
+                        help="compute dtype")
     parser.add_argument("--narrow", action="store_true", help="narrow net (smoke test)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     for name in args.schedules:
         clockwork.parse_schedule(name)  # fail before any work on a bad name
 
+    cache = compilation.enable_cache()  # as the CLIs: a second run loads compiled code
     widths = model.NARROW_WIDTHS if args.narrow else model.VGG16_WIDTHS
     net = model.FCN8s(21, widths=widths, zero_init_scores=False, rngs=nnx.Rngs(0))
     frames = _video(args.size, args.frames, args.shift, seed=0)
     flops = cost.stage_flops(net, frames.shape[1:])
 
-    rows = _bench_schedules(net, frames, args.schedules, args.repeats)
+    rows = _bench_schedules(net, frames, args.schedules, args.repeats, args.dtype)
     for row in rows:
         row["flop_fraction"] = cost.flop_fraction(row.pop("_fired"), flops)
     oracle_ms = next((r["ms_per_frame"] for r in rows if r["schedule"] == "oracle"), None)
@@ -121,13 +147,14 @@ def main(argv: list[str] | None = None) -> dict:
         row["time_fraction"] = row["ms_per_frame"] / oracle_ms if oracle_ms else None
         gap = None if oracle_ms is None else row["time_fraction"] - row["flop_fraction"]
         row["gap"] = gap
-    stream_ms = _bench_stream(net, frames, args.repeats)
+    stream_ms, stream_compiles = _bench_stream(net, frames, args.repeats, args.dtype)
+    decision_ms = _decision_ms(net, frames, args.repeats, args.dtype)
 
     result = {
         "benchmark": "schedules",
-        "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
-        "host": platform.node(),
-        "jax": jax.__version__,
+        **device_info(),
+        "dtype": args.dtype,
+        "compilation_cache": None if cache is None else str(cache),
         "size": args.size,
         "frames": args.frames,
         "widths": list(widths),
@@ -135,34 +162,37 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_fuse": flops.fuse,
         "schedules": rows,
         "stream_step_ms_per_frame": stream_ms,
+        "stream_step_compiles": stream_compiles,
         "run_oracle_ms_per_frame": oracle_ms,
+        "run_compiles": clockwork.compile_counts()["run"],
+        "decision_ms": decision_ms,
+        "decision_of_frame": None if oracle_ms is None else decision_ms / oracle_ms,
     }
-    _print_table(result)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(result, _table(result), args.json)
     return result
 
 
-def _print_table(result: dict) -> None:
+def _table(result: dict) -> str:
     head = f"{'schedule':<16}{'ms/frame':>10}{'fired S1/S2/S3':>18}{'FLOP frac':>11}"
     head += f"{'time frac':>11}{'gap':>8}{'compile s':>11}"
-    print(f"\n{result['device']}, {result['size']}x{result['size']}, T={result['frames']}, "
-          f"GFLOP/stage {[round(f / 1e9, 2) for f in result['flops_per_stage']]} "
-          f"+ fuse {result['flops_fuse'] / 1e9:.3f}")
-    print(head)
-    print("-" * len(head))
+    lines = [f"\n{result['device']}, {result['size']}x{result['size']}, T={result['frames']}, "
+             f"{result['dtype']}, GFLOP/stage "
+             f"{[round(f / 1e9, 2) for f in result['flops_per_stage']]} "
+             f"+ fuse {result['flops_fuse'] / 1e9:.3f}", head, "-" * len(head)]
     for r in result["schedules"]:
         fired = "/".join(f"{f:.2f}" for f in r["fired"])
         tf = "-" if r["time_fraction"] is None else f"{r['time_fraction']:.3f}"
         gap = "-" if r["gap"] is None else f"{r['gap']:+.3f}"
-        print(f"{r['schedule']:<16}{r['ms_per_frame']:>10.1f}{fired:>18}"
-              f"{r['flop_fraction']:>11.3f}{tf:>11}{gap:>8}{r['compile_s']:>11.1f}")
+        lines.append(f"{r['schedule']:<16}{r['ms_per_frame']:>10.1f}{fired:>18}"
+                     f"{r['flop_fraction']:>11.3f}{tf:>11}{gap:>8}{r['compile_s']:>11.1f}")
     run_ms = result["run_oracle_ms_per_frame"]
-    print(f"streaming step (oracle, Python loop): {result['stream_step_ms_per_frame']:.1f} "
-          f"ms/frame" + ("" if run_ms is None else f" vs run: {run_ms:.1f} ms/frame") + "\n")
+    lines.append(f"streaming step (oracle, Python loop): {result['stream_step_ms_per_frame']:.1f}"
+                 f" ms/frame, compiled {result['stream_step_compiles']}x"
+                 + ("" if run_ms is None else f"; run: {run_ms:.1f} ms/frame"))
+    frac = result["decision_of_frame"]
+    lines.append(f"adaptive decision: {result['decision_ms']:.2f} ms"
+                 + ("" if frac is None else f" = {frac:.2%} of an oracle frame"))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

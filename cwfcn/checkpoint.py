@@ -1,30 +1,84 @@
 """Checkpoints: a thin wrapper over orbax's `CheckpointManager`.
 
 A checkpoint is a step directory under `workdir` holding the net's parameters (as
-a pure dict of arrays) and, for training, the optimiser state. Orbax writes each
-step to a temporary directory and renames it when complete, so a crash mid-save
-never leaves a step that restores.
+a pure dict of arrays), for training the optimiser state, and the sha256 digest of
+both. Orbax writes each step to a temporary directory and renames it when complete,
+so a crash mid-save never leaves a step that restores (the next save deletes the
+leftover); the digest catches a step damaged on disk later, which orbax itself
+would read back as wrong numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+_ARRAYS = ("params", "opt_state")
+_CAUSE_CHARS = 300  # orbax's errors can hold whole TensorStore specs
+
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or does not fit the net."""
+    """A checkpoint is missing, unreadable, damaged, or does not fit the net."""
 
 
-def _manager(workdir: str | os.PathLike, max_to_keep: int | None = None) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    handlers = {name: ocp.StandardCheckpointHandler() for name in ("params", "opt_state")}
+def _manager(
+    workdir: str | os.PathLike, max_to_keep: int | None = None, *, write: bool = False
+) -> ocp.CheckpointManager:
+    """A reader (creates nothing) or the one writer, which also deletes the temporary
+    directories that a killed save left behind (a reader must not: a save may be running)."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=write,
+                                           cleanup_tmp_directories=write)
+    handlers = {name: ocp.StandardCheckpointHandler() for name in _ARRAYS}
+    handlers["digest"] = ocp.JsonCheckpointHandler()
     return ocp.CheckpointManager(os.path.abspath(workdir), options=options,
                                  item_handlers=handlers)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Holds back what is written to stderr (fd 2) meanwhile, and writes it out only on
+    success: on a failed write, orbax's threads print tracebacks there (by logging, and from
+    TensorStore callbacks), and the CheckpointError raised instead carries the cause."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(real, 2)
+            os.close(real)
+            if ok:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def _digest(tree) -> str:
+    """sha256 over every leaf's path, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        leaf = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape};".encode())
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()
+
+
+def _cause(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:_CAUSE_CHARS]}{'...' if len(text) > _CAUSE_CHARS else ''}"
 
 
 def save(
@@ -44,12 +98,33 @@ def save(
       opt_state: the optimiser state, or None.
       max_to_keep: older steps beyond this many are deleted.
     """
-    items = {"params": ocp.args.StandardSave(nnx.to_pure_dict(params))}
+    trees = {"params": nnx.to_pure_dict(params)}
     if opt_state is not None:
-        items["opt_state"] = ocp.args.StandardSave(opt_state)
-    with _manager(workdir, max_to_keep) as mngr:
-        mngr.save(step, args=ocp.args.Composite(**items))
-        mngr.wait_until_finished()
+        trees["opt_state"] = opt_state
+    items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
+    items["digest"] = ocp.args.JsonSave({name: _digest(t) for name, t in trees.items()})
+    try:
+        with _quiet(), _manager(workdir, max_to_keep, write=True) as mngr:
+            mngr.save(step, args=ocp.args.Composite(**items))
+            mngr.wait_until_finished()
+    except Exception as e:  # orbax and TensorStore raise many types for one failed write
+        raise CheckpointError(
+            f"cannot write checkpoint step {step} to {os.fspath(workdir)!r} ({_cause(e)}); "
+            "is the disk full or the directory read-only? Free space or pass a writable "
+            "--workdir; the earlier steps there are intact") from e
+
+
+def check_writable(workdir: str | os.PathLike) -> None:
+    """Creates `workdir` if needed and raises CheckpointError unless a file can be written there."""
+    probe = os.path.join(os.fspath(workdir), f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise CheckpointError(f"cannot write to the workdir {os.fspath(workdir)!r} ({_cause(e)}): "
+                              "pass a writable --workdir, or free disk space") from e
 
 
 def latest_step(workdir: str | os.PathLike) -> int | None:
@@ -95,7 +170,7 @@ def restore(
       (step, params, opt_state) with the restored arrays.
 
     Raises:
-      CheckpointError: no checkpoint there, or one that does not fit the net.
+      CheckpointError: no checkpoint there, one that does not fit the net, or a damaged one.
     """
     step = latest_step(workdir) if step is None else step
     if step is None:
@@ -103,28 +178,60 @@ def restore(
                               "(python train.py --workdir DIR) or pass the right directory")
     template = nnx.to_pure_dict(params)
     where = f"checkpoint step {step} in {os.fspath(workdir)!r}"
+    damaged = (f"delete its directory {os.path.join(os.fspath(workdir), str(step))!r} to use the "
+               "step before, or train again")
     with _manager(workdir) as mngr:
         try:
             _check_fits(where, mngr.item_metadata(step)["params"], template)
-            abstract = jax.eval_shape(lambda: template)
-            restored = mngr.restore(step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract)))["params"]
-        except (ValueError, KeyError, FileNotFoundError) as e:
-            if isinstance(e, CheckpointError):
-                raise
-            raise CheckpointError(f"{where} cannot be read (damaged or incomplete?): {e}") from e
+            restored = _restore_item(mngr, step, "params", template)
+            digests = _saved_digests(mngr, step)
+        except CheckpointError:
+            raise
+        except Exception as e:  # orbax and TensorStore raise many types for one bad file
+            raise CheckpointError(f"{where} cannot be read, it is damaged or incomplete "
+                                  f"({_cause(e)}): {damaged}") from e
         if opt_state is not None:
             try:
-                opt_state = mngr.restore(step, args=ocp.args.Composite(
-                    opt_state=ocp.args.StandardRestore(jax.eval_shape(lambda: opt_state))
-                ))["opt_state"]
-            except (ValueError, KeyError, FileNotFoundError) as e:
+                opt_state = _restore_item(mngr, step, "opt_state", opt_state)
+            except Exception as e:
                 raise CheckpointError(
                     f"{where}: its optimizer state does not fit (another optimizer in the "
-                    f"config? train into a new --workdir): {e}") from e
+                    f"config? train into a new --workdir): {_cause(e)}") from e
+    checked = {"params": restored, **({} if opt_state is None else {"opt_state": opt_state})}
+    for name, tree in checked.items():
+        if name in digests and _digest(tree) != digests[name]:
+            raise CheckpointError(f"{where} is damaged: its {name} do not match the digest "
+                                  f"saved with them: {damaged}")
     params = jax.tree.map(lambda x: x, params)  # a copy: the template stays untouched
     nnx.replace_by_pure_dict(params, restored)
     return step, params, opt_state
+
+
+def _abstract(template):
+    """The template's shapes and dtypes, each with the template array's sharding (a host
+    array's: this process's first device). Orbax places the restored arrays there, so a
+    step saved under another device layout (several devices or hosts) restores here; with
+    no sharding it would rebuild the saved layout and fail on a topology mismatch."""
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def leaf(shaped, x):
+        sharding = x.sharding if isinstance(x, jax.Array) else local
+        return jax.ShapeDtypeStruct(shaped.shape, shaped.dtype, sharding=sharding)
+
+    return jax.tree.map(leaf, jax.eval_shape(lambda: template), template)
+
+
+def _restore_item(mngr: ocp.CheckpointManager, step: int, name: str, template):
+    args = ocp.args.Composite(**{name: ocp.args.StandardRestore(_abstract(template))})
+    return mngr.restore(step, args=args)[name]
+
+
+def _saved_digests(mngr: ocp.CheckpointManager, step: int) -> dict[str, str]:
+    """The digests saved with `step`; {} for a checkpoint from before digests were saved."""
+    if "digest" not in (mngr.item_metadata(step) or {}):
+        return {}
+    return dict(mngr.restore(step, args=ocp.args.Composite(digest=ocp.args.JsonRestore()))
+                ["digest"])
 
 
 def load_params(workdir: str | os.PathLike, net: nnx.Module, step: int | None = None) -> int:

@@ -30,11 +30,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -186,6 +187,35 @@ def _check_compatible(staging: Staging, schedule: Schedule) -> None:
                          f"but the net has {len(staging.stages)}")
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DEFAULT_CHUNK = 64  # frames per scan when `run` or `Clockwork.chunks` cut a long video
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+    """The activations' dtype: None or "float32" (default), "bfloat16", or a jnp dtype."""
+    if dtype is None:
+        return jnp.dtype(jnp.float32)
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown compute dtype {dtype!r}; use one of {sorted(DTYPES)}")
+        return jnp.dtype(DTYPES[dtype])
+    dtype = jnp.dtype(dtype)
+    if dtype not in {jnp.dtype(d) for d in DTYPES.values()}:
+        raise ValueError(f"unsupported compute dtype {dtype}; use one of {sorted(DTYPES)}")
+    return dtype
+
+
+def cast_params(params: Any, dtype: Any) -> Any:
+    """Floating leaves of a params pytree in `dtype` (the stored params stay float32).
+
+    Every layer then computes in `dtype`: `nnx.Conv` promotes its input and kernel to
+    their common dtype, and the frames are cast alike by the engine.
+    """
+    dtype = compute_dtype(dtype)
+    return jax.tree.map(
+        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+
+
 def _cond(pred: jax.Array, compute: Callable[[], Any], cached: Any) -> Any:
     """Compute a stage or reuse its cache; a skipped branch costs no compute."""
     return jax.lax.cond(pred, compute, lambda: cached)
@@ -223,29 +253,41 @@ def _pipelined_step(net, staging, schedule, state, x, t):
     return tuple(outs), fired, state.ref, jnp.zeros((), jnp.float32)
 
 
+def _stages_step(net, staging, schedule, state, x, t):
+    """The stages of one step, `x` `[N, H, W, 3]`: `(outputs, fired [N_stages], ref, change)`.
+
+    Pipelines lag on the previous step's outputs; frame 0 has none, so it runs the net
+    straight through.
+    """
+    if not schedule.pipelined:
+        return _sequential_step(net, staging, schedule, state, x, t)
+    full = dataclasses.replace(schedule, lags=(0,) * schedule.num_stages)
+    return jax.lax.cond(
+        t == 0,
+        lambda: _sequential_step(net, staging, full, state, x, t),
+        lambda: _pipelined_step(net, staging, schedule, state, x, t),
+    )
+
+
 def _frame_step(graphdef, staging, schedule, params, state: ClockState, frame: jax.Array):
     """One frame: `(state, frame [H, W, 3]) -> (state, (scores [H, W, C], fired [N], change))`."""
     net = nnx.merge(graphdef, params)
-    x, t = frame[None], state.t
-    args = (net, staging, schedule, state, x, t)
-    if schedule.pipelined:
-        # Frame 0 has no earlier outputs to lag on: it runs the net straight through.
-        full = dataclasses.replace(schedule, lags=(0,) * schedule.num_stages)
-        cache, fired, ref, change = jax.lax.cond(
-            t == 0,
-            lambda: _sequential_step(net, staging, full, state, x, t),
-            lambda: _pipelined_step(*args),
-        )
-    else:
-        cache, fired, ref, change = _sequential_step(*args)
-    scores = staging.fuse(net, cache, frame.shape[:2])[0]
+    x, t = frame[None].astype(_params_dtype(params)), state.t
+    cache, fired, ref, change = _stages_step(net, staging, schedule, state, x, t)
+    scores = staging.fuse(net, cache, frame.shape[:2])[0].astype(jnp.float32)
     return ClockState(cache, t + 1, ref, change), (scores, fired, change)
+
+
+def _params_dtype(params) -> jnp.dtype:
+    """The compute dtype the params were cast to: that of their floating leaves."""
+    leaves = [p for p in jax.tree.leaves(params) if jnp.issubdtype(p.dtype, jnp.floating)]
+    return leaves[0].dtype if leaves else jnp.dtype(jnp.float32)
 
 
 def _init_state(graphdef, staging, schedule, params, frame_shape) -> ClockState:
     """Zero caches of the right shapes (from `jax.eval_shape`; nothing is computed)."""
     net = nnx.merge(graphdef, params)
-    x = jax.ShapeDtypeStruct((1, *frame_shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *frame_shape), _params_dtype(params))
     outs = []
     for k, stage in enumerate(staging.stages):
         outs.append(jax.eval_shape(stage, net, x if k == 0 else outs[k - 1]))
@@ -257,51 +299,127 @@ def _init_state(graphdef, staging, schedule, params, frame_shape) -> ClockState:
     return ClockState(cache, jnp.zeros((), jnp.int32), ref, jnp.zeros((), jnp.float32))
 
 
-def _check_frames(frames: jax.Array, rank: int, what: str) -> None:
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    return jnp.isfinite(x).all()
+
+
+def _check_frames(frames: Any, rank: int, what: str) -> None:
+    """Raises ValueError unless `frames` is float `[T, H, W, 3]` (rank 4) or `[H, W, 3]` (rank
+    3) with T, H, W >= 1 and no NaN or inf (not checked on tracers: nothing is concrete)."""
     shape = tuple(frames.shape)
+    want = "[T, H, W, 3]" if rank == 4 else "[H, W, 3]"
     if len(shape) != rank or shape[-1] != 3:
-        want = "[T, H, W, 3]" if rank == 4 else "[H, W, 3]"
         raise ValueError(f"{what} must be {want} (preprocessed BGR), got shape {shape}")
     if not jnp.issubdtype(frames.dtype, jnp.floating):
         raise ValueError(f"{what} must be floating point (see model.preprocess), "
                          f"got {frames.dtype}")
+    if 0 in shape:
+        raise ValueError(f"empty {what}, shape {shape}: pass {want} with at least one "
+                         "frame of at least 1x1 pixels (the smallest FCN-8s takes, thanks to "
+                         "its 100-px pad)")
+    if isinstance(frames, jax.core.Tracer):
+        return
+    if not _all_finite(frames):  # one reduction on device (numpy input is copied there)
+        raise ValueError(f"NaN or inf values in the {what}: pass finite ones (model.preprocess "
+                         "of uint8 RGB frames gives them; check the decoding or the arithmetic "
+                         "that made these)")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "staging", "schedule"))
-def _run(params, frames, *, graphdef, staging, schedule) -> RunOutput:
-    state = _init_state(graphdef, staging, schedule, params, frames.shape[1:])
+def _scan(graphdef, staging, schedule, params, state: ClockState, frames: jax.Array):
+    """Frames `[T, H, W, 3]` from `state`: `(state after them, RunOutput)`."""
     step = functools.partial(_frame_step, graphdef, staging, schedule, params)
-    _, (scores, fired, change) = jax.lax.scan(step, state, frames)
-    return RunOutput(scores, fired, change)
+    state, (scores, fired, change) = jax.lax.scan(step, state, frames)
+    return state, RunOutput(scores, fired, change)
 
 
-def run(net: nnx.Module, frames: jax.Array, schedule: str | Schedule) -> RunOutput:
-    """Runs a clockwork schedule over a video: one jitted `lax.scan` over frames.
+# The jitted entry points take the net's structure, staging and schedule as static
+# arguments, so their compile caches are shared by every `run` and `Clockwork` of the
+# same net structure: one compile per (schedule, dtype, frame shape), process-wide.
+_STATIC = ("graphdef", "staging", "schedule")
 
-    Compiled once per (net structure, schedule, frame shape).
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "frame_shape"))
+def _init_jit(params, *, graphdef, staging, schedule, frame_shape) -> ClockState:
+    return _init_state(graphdef, staging, schedule, params, frame_shape)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _step_jit(params, state, frame, *, graphdef, staging, schedule):
+    return _frame_step(graphdef, staging, schedule, params, state, frame)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _scan_jit(params, state, frames, *, graphdef, staging, schedule):
+    return _scan(graphdef, staging, schedule, params, state, frames)
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "dtype"))
+def _run(params, frames, *, graphdef, staging, schedule, dtype) -> RunOutput:
+    params = cast_params(params, dtype)  # once per call, outside the scan
+    state = _init_state(graphdef, staging, schedule, params, frames.shape[1:])
+    return _scan(graphdef, staging, schedule, params, state, frames)[1]
+
+
+def compile_counts() -> dict[str, int]:
+    """How many executables each jitted entry point holds in this process: one per
+    (net structure, schedule, dtype, frame or chunk shape) it has met; a retrace would
+    add one. Keys: run, init, step, scan."""
+    jitted = {"run": _run, "init": _init_jit, "step": _step_jit, "scan": _scan_jit}
+    return {name: fn._cache_size() for name, fn in jitted.items()}
+
+
+def run(
+    net: nnx.Module,
+    frames: jax.Array | np.ndarray,
+    schedule: str | Schedule,
+    *,
+    dtype: Any = None,
+    chunk: int | None = DEFAULT_CHUNK,
+) -> RunOutput:
+    """Runs a clockwork schedule over a video: jitted `lax.scan`s over frames.
+
+    A video of at most `chunk` frames is one scan, compiled once per (net structure,
+    schedule, dtype, frame shape). A longer one runs `chunk` frames at a time with the
+    clock state carried across (`Clockwork.chunks`): the same results, with device
+    memory bounded by the chunk, not the video; its outputs are then numpy arrays,
+    moved to the host chunk by chunk.
 
     Args:
       net: a staged network (its class has a `staging`), e.g. `model.FCN8s`.
-      frames: float32 `[T, H, W, 3]`, preprocessed.
+      frames: float32 `[T, H, W, 3]`, preprocessed; a numpy array of a long video
+        stays on the host and reaches the device a chunk at a time.
       schedule: a `Schedule` or its name (`parse_schedule`).
+      dtype: compute dtype of the activations ("float32", the default, or "bfloat16");
+        the params are cast for the computation only.
+      chunk: frames per scan; None: one scan whatever the length.
 
     Returns:
-      `RunOutput(scores [T, H, W, C], fired bool [T, N], change float32 [T])`.
+      `RunOutput(scores float32 [T, H, W, C], fired bool [T, N], change float32 [T])`.
     """
     schedule = parse_schedule(schedule)
     staging = staging_of(net)
     _check_compatible(staging, schedule)
+    dtype = compute_dtype(dtype)
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be a positive number of frames or None, got {chunk}")
     _check_frames(frames, 4, "frames")
+    if chunk is not None and len(frames) > chunk:
+        parts = [jax.device_get(out) for out in
+                 Clockwork(net, schedule, dtype=dtype).chunks(frames, chunk, checked=True)]
+        return RunOutput(*(np.concatenate(leaf) for leaf in zip(*parts, strict=True)))
     graphdef, params = nnx.split(net)
     return _run(params, jnp.asarray(frames), graphdef=graphdef, staging=staging,
-                schedule=schedule)
+                schedule=schedule, dtype=dtype)
 
 
 class Clockwork:
-    """Streaming clockwork for live video: `init` once, then `step` per frame.
+    """Streaming clockwork for live video: `init` once, then `step` per frame (or
+    `run_chunk` per block of frames).
 
-    Gives exactly what `run` gives on the same frames; `step` is compiled once per
-    frame shape.
+    Gives exactly what `run` gives on the same frames. `step` is compiled once per
+    frame shape, `run_chunk` once per chunk shape; neither retraces afterwards. The
+    params are cast to the compute dtype once, here.
 
     Example:
       cw = Clockwork(net, "adaptive:0.25")
@@ -310,28 +428,31 @@ class Clockwork:
         state, scores, fired = cw.step(state, frame)
     """
 
-    def __init__(self, net: nnx.Module, schedule: str | Schedule):
+    def __init__(self, net: nnx.Module, schedule: str | Schedule, *, dtype: Any = None):
         self.schedule = parse_schedule(schedule)
         self.staging = staging_of(net)
         _check_compatible(self.staging, self.schedule)
-        self.graphdef, self.params = nnx.split(net)
+        self.dtype = compute_dtype(dtype)
+        self.graphdef, params = nnx.split(net)
+        self.params = cast_params(params, self.dtype)
         self._cache_shapes: dict[tuple, list] = {}  # frame shape -> cache leaf shapes
-        self._init = jax.jit(
-            functools.partial(_init_state, self.graphdef, self.staging, self.schedule),
-            static_argnums=1,
-        )
-        self._step = jax.jit(
-            functools.partial(_frame_step, self.graphdef, self.staging, self.schedule)
-        )
+        self._static = {"graphdef": self.graphdef, "staging": self.staging,
+                        "schedule": self.schedule}
 
     def init(self, frame_shape: tuple[int, int, int]) -> ClockState:
         """The state before the first frame, for frames of shape `(H, W, 3)`."""
         frame_shape = tuple(int(d) for d in frame_shape)
         if len(frame_shape) != 3 or frame_shape[-1] != 3:
             raise ValueError(f"frame_shape must be (H, W, 3), got {frame_shape}")
-        state = self._init(self.params, frame_shape)
+        state = _init_jit(self.params, frame_shape=frame_shape, **self._static)
         self._cache_shapes[frame_shape] = [a.shape for a in jax.tree.leaves(state.cache)]
         return state
+
+    def _check_state(self, state: ClockState, frame_shape: tuple) -> None:
+        cache_shapes = self._cache_shapes.get(tuple(frame_shape))
+        if cache_shapes != [a.shape for a in jax.tree.leaves(state.cache)]:
+            raise ValueError(f"frames of shape {tuple(frame_shape)} do not match the state: "
+                             "call init(frame_shape) for a stream of this size")
 
     def step(self, state: ClockState, frame: jax.Array) -> tuple[ClockState, jax.Array, jax.Array]:
         """Processes one frame.
@@ -346,9 +467,46 @@ class Clockwork:
         """
         frame = jnp.asarray(frame)
         _check_frames(frame, 3, "frame")
-        cache_shapes = self._cache_shapes.get(tuple(frame.shape))
-        if cache_shapes != [a.shape for a in jax.tree.leaves(state.cache)]:
-            raise ValueError(f"frame of shape {tuple(frame.shape)} does not match the state: "
-                             "call init(frame.shape) for a stream of this size")
-        state, (scores, fired, _) = self._step(self.params, state, frame)
+        self._check_state(state, frame.shape)
+        state, (scores, fired, _) = _step_jit(self.params, state, frame, **self._static)
         return state, scores, fired
+
+    def run_chunk(self, state: ClockState, frames: jax.Array) -> tuple[ClockState, RunOutput]:
+        """Processes a block of frames in one scan, carrying the clock state.
+
+        Args:
+          state: from `init` or the previous `run_chunk` / `step`.
+          frames: float32 `[t, H, W, 3]`, preprocessed, of the frame shape given to `init`.
+
+        Returns:
+          `(state, RunOutput(scores [t, H, W, C], fired [t, N], change [t]))`.
+        """
+        _check_frames(frames, 4, "frames")
+        self._check_state(state, frames.shape[1:])
+        return _scan_jit(self.params, state, jnp.asarray(frames), **self._static)
+
+    def chunks(
+        self, frames: jax.Array | np.ndarray, chunk: int = DEFAULT_CHUNK, *, checked: bool = False
+    ) -> Iterator[RunOutput]:
+        """A whole video, `chunk` frames per scan: yields each chunk's `RunOutput`.
+
+        Only one chunk of frames and outputs is on the device at a time. The last chunk
+        is padded with its last frame to the full length (so it needs no compile of its
+        own) and its outputs cut back.
+
+        Args:
+          frames: float32 `[T, H, W, 3]`, preprocessed (numpy stays on the host).
+          chunk: frames per scan.
+          checked: the frames were already validated (by `run`).
+        """
+        if not checked:
+            _check_frames(frames, 4, "frames")
+        state = self.init(frames.shape[1:])
+        for start in range(0, len(frames), chunk):
+            part = frames[start : start + chunk]
+            n = len(part)
+            if start and n < chunk:  # padded on the host: no op of its own to compile
+                part = np.asarray(part)
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - n, 0)])
+            state, out = _scan_jit(self.params, state, jnp.asarray(part), **self._static)
+            yield RunOutput(*(leaf[:n] for leaf in out))

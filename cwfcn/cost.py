@@ -28,7 +28,8 @@ class StageFlops(NamedTuple):
         return sum(self.stages) + self.fuse
 
 
-def _flops(fn, *args) -> float:
+def flops(fn, *args) -> float:
+    """FLOPs of `fn(*args)` by XLA's cost analysis (args may be `jax.ShapeDtypeStruct`s)."""
     analysis = jax.jit(fn).lower(*args).cost_analysis()
     if isinstance(analysis, list | tuple):  # older jax returns one dict per device
         analysis = analysis[0]
@@ -40,20 +41,20 @@ def stage_flops(net: nnx.Module, frame_shape: tuple[int, int, int]) -> StageFlop
     staging = staging_of(net)
     graphdef, params = nnx.split(net)
     x = jax.ShapeDtypeStruct((1, *frame_shape), jax.numpy.float32)
-    flops, outs = [], []
+    counts, outs = [], []
     for k, stage in enumerate(staging.stages):
         src = x if k == 0 else outs[-1]
 
         def call(p, s, stage=stage):
             return stage(nnx.merge(graphdef, p), s)
 
-        flops.append(_flops(call, params, src))
+        counts.append(flops(call, params, src))
         outs.append(jax.eval_shape(call, params, src))
 
     def fuse(p, o):
         return staging.fuse(nnx.merge(graphdef, p), o, frame_shape[:2])
 
-    return StageFlops(tuple(flops), _flops(fuse, params, tuple(outs)))
+    return StageFlops(tuple(counts), flops(fuse, params, tuple(outs)))
 
 
 def flop_fraction(fired: np.ndarray, flops: StageFlops) -> float:

@@ -36,7 +36,28 @@ def _confusion_jax(labels: jax.Array, preds: jax.Array, num_classes: int) -> jax
     return hist.reshape(num_classes, num_classes)
 
 
+def _check_num_classes(num_classes: Any) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or (
+        num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+
+def check_labels(labels: Any, num_classes: int) -> None:
+    """Raises ValueError unless every value of the integer array `labels` (any shape, numpy or
+    jax) lies in ``[0, num_classes)`` or is `IGNORE_LABEL`."""
+    labels = np.asarray(labels)
+    stray = labels[((labels < 0) | (labels >= num_classes)) & (labels != IGNORE_LABEL)]
+    if stray.size:
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) or be {IGNORE_LABEL} (ignore), got "
+            f"{np.unique(stray)[:8].tolist()}: map void pixels to {IGNORE_LABEL}, or pass the "
+            "data set's number of classes"
+        )
+
+
 def _confusion_np(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    check_labels(labels, num_classes)
     labels = np.asarray(labels).astype(np.int64).ravel()
     preds = np.asarray(preds).astype(np.int64).ravel()
     valid = (labels >= 0) & (labels < num_classes)
@@ -54,11 +75,12 @@ def confusion(labels: Any, preds: Any, num_classes: int) -> np.ndarray | jax.Arr
     """Confusion matrix of a labelling.
 
     Args:
-        labels: integer ground truth of any shape. Pixels outside ``[0, num_classes)`` (e.g. 255 =
-            ignore, or negative values) are not counted.
+        labels: integer ground truth of any shape, in ``[0, num_classes)`` or 255 (ignore, not
+            counted). Other values raise on the numpy path; the jax path (which may run under
+            jit, where nothing can raise) does not count them.
         preds: integer predictions, same shape as ``labels``, assumed in ``[0, num_classes)``
             (checked on the numpy path; undefined placement on the jax path).
-        num_classes: number of classes C (static under jit).
+        num_classes: number of classes C, a positive int (static under jit).
 
     Returns:
         ``[C, C]`` counts, rows = truth, columns = prediction. If either input is a jax Array
@@ -67,8 +89,10 @@ def confusion(labels: Any, preds: Any, num_classes: int) -> np.ndarray | jax.Arr
         Sum data-set totals in int64 on the host: ``np.asarray(hist, np.int64)``.
 
     Raises:
-        ValueError: if the shapes of ``labels`` and ``preds`` differ.
+        ValueError: if the shapes of ``labels`` and ``preds`` differ, ``num_classes`` is not a
+            positive int, or (numpy path) a label or prediction is out of range.
     """
+    _check_num_classes(num_classes)
     if np.shape(labels) != np.shape(preds):
         raise ValueError(
             f"labels and preds must have the same shape, got {np.shape(labels)} and "
@@ -168,8 +192,10 @@ def boundary_confusion(labels: Any, preds: Any, num_classes: int, radius: int = 
         ``[C, C]`` numpy int64 counts over band pixels only (ignore labels still ignored).
 
     Raises:
-        ValueError: on shape mismatch, rank other than 2 or 3, or a bad radius.
+        ValueError: on shape mismatch, rank other than 2 or 3, a bad radius or num_classes, or
+            labels or predictions out of range (as `confusion`).
     """
+    _check_num_classes(num_classes)
     labels = np.asarray(labels)
     preds = np.asarray(preds)
     if labels.shape != preds.shape:
@@ -179,6 +205,7 @@ def boundary_confusion(labels: Any, preds: Any, num_classes: int, radius: int = 
     if labels.ndim not in (2, 3):
         raise ValueError(f"labels must be [H, W] or [N, H, W], got shape {labels.shape}")
     _check_radius(radius)
+    check_labels(labels, num_classes)  # all of them, not only the band's
     if labels.ndim == 2:
         labels, preds = labels[None], preds[None]
     hist = np.zeros((num_classes, num_classes), np.int64)

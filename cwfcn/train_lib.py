@@ -22,9 +22,10 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from cwfcn import checkpoint, metrics, model, weights
+from cwfcn import checkpoint, config_check, distributed, metrics, model, weights
 from cwfcn.data import cityscapes, nyud, samples, synthetic, voc
 
 # FCN's deconvolution layers with lr_mult 0: fixed bilinear upsampling.
@@ -287,7 +288,7 @@ def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:
 
 
 def train(
-    config: ml_collections.ConfigDict, workdir: str | None = None
+    config: ml_collections.ConfigDict, workdir: str | None = None, *, mesh: Mesh | None = None
 ) -> tuple[model.FCN8s, list[float]]:
     """Trains FCN-8s on `config.data` up to step `config.train.steps`.
 
@@ -298,9 +299,21 @@ def train(
     `config.train.eval_every` steps (0: never) it validates (`validate`) and appends
     {"step", "val_mean_iu", "val_pixel_acc"}. Steps count completed steps, as checkpoints.
 
+    With a `mesh` (`distributed.make_mesh`) it trains data-parallel: params and optimiser
+    state replicated, each batch sharded by rows over the devices (`config.train.batch_size`
+    must split over them), so `train_step` all-reduces the gradients. In a multi-process
+    run every process calls this; each feeds its own rows and only process 0 writes the log.
+
     Returns:
       The trained net and the loss of every step run by this call.
+
+    Raises:
+      ValueError: a bad config value (`config_check`), bad data, or a `workdir` that
+        cannot be written (`checkpoint.CheckpointError`).
     """
+    config_check.check(config)
+    if workdir is not None:
+        checkpoint.check_writable(workdir)
     key, init_key = jax.random.split(jax.random.key(config.seed))
     graphdef, params = nnx.split(init_net(config, init_key))
     batches = make_batches(config)
@@ -311,13 +324,18 @@ def train(
     if workdir is not None and checkpoint.latest_step(workdir) is not None:
         start, params, opt_state = checkpoint.restore(workdir, params, opt_state)
         print(f"resuming from step {start} in {workdir}", file=sys.stderr)
+    if mesh is not None:
+        params, opt_state = distributed.replicate(mesh, (params, opt_state))
+    log = workdir is not None and jax.process_index() == 0
     losses = []
     bar = tqdm(range(start, config.train.steps), desc="train", file=sys.stderr,
-               initial=start, total=config.train.steps)
+               initial=start, total=config.train.steps, disable=jax.process_index() > 0)
     eval_every = config.train.get("eval_every", 0)
     since, images_since, tic = 0, 0, time.perf_counter()
     for step in bar:
         images, labels = batches(step)
+        if mesh is not None:
+            images, labels = distributed.shard_batch(mesh, (images, labels))
         params, opt_state, loss = train_step(params, opt_state, model.preprocess(images, mean),
                                              jnp.asarray(labels, jnp.int32),
                                              jax.random.fold_in(key, step),
@@ -330,14 +348,14 @@ def train(
             record = {"step": done, "loss": float(np.mean(losses[-since:])),
                       "images_per_s": rate, "learning_rate": float(config.optim.learning_rate)}
             bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{rate:.3g}")
-            if workdir is not None:
+            if log:
                 append_metrics(workdir, record)
             since, images_since = 0, 0
         if eval_every and (done % eval_every == 0 or done == config.train.steps):
             val = validate(config, graphdef, params)
             bar.write(f"step {done}: val mean IU {val['val_mean_iu']:.4f}, "
                       f"pixel acc {val['val_pixel_acc']:.4f}", file=sys.stderr)
-            if workdir is not None:
+            if log:
                 append_metrics(workdir, {"step": done, **val})
         if workdir is not None and (done % config.train.checkpoint_every == 0
                                     or done == config.train.steps):

@@ -45,6 +45,7 @@ import numpy as np
 from flax import nnx
 
 from cwfcn import model
+from cwfcn.data.files import MissingFileError
 
 VGG_CONVS = (
     "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
@@ -152,7 +153,7 @@ def load(
       A `LoadReport` (loaded and kept layers, notes); `str()` it to print.
 
     Raises:
-      FileNotFoundError: `path` does not exist.
+      MissingFileError: `path` does not exist.
       ValueError: an unknown suffix, an unreadable (truncated, corrupt) file, a missing
         layer, or an array whose shape does not match `net` (e.g. another number of
         classes); the message names the file, the layer and both shapes.
@@ -169,7 +170,7 @@ def load(
     if onnx_input not in ONNX_INPUTS:
         raise ValueError(f"onnx_input={onnx_input!r}: use one of {ONNX_INPUTS}")
     if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "no such weight file", str(path))
+        raise MissingFileError(errno.ENOENT, "no such weight file (check the path)", str(path))
     mean = np.asarray(mean_bgr, np.float64)
     if source == "onnx":
         arrays, notes = _from_onnx(path, onnx_input, mean)
@@ -547,13 +548,13 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
       name -> numpy array (the storage's dtype; float32 for a usual checkpoint).
 
     Raises:
-      FileNotFoundError: no such file.
+      MissingFileError: no such file.
       ValueError: not a zip-format torch file, a truncated or corrupt one, a pickle that
         names anything but tensors, storages and OrderedDict, or not a dict of tensors.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "no such weight file", str(path))
+        raise MissingFileError(errno.ENOENT, "no such weight file (check the path)", str(path))
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path}: not a zip-format torch file (truncated, corrupt, or saved "
@@ -706,7 +707,7 @@ def read_caffemodel(path: str | Path) -> dict[str, CaffeLayer]:
       layer name -> `CaffeLayer`, in file order.
 
     Raises:
-      FileNotFoundError: no such file.
+      MissingFileError: no such file.
       ValueError: not parseable as a NetParameter (truncated, corrupt), no layer with
         weights, a blob whose values do not fill its shape, or two layers of one name.
     """
@@ -716,7 +717,7 @@ def read_caffemodel(path: str | Path) -> dict[str, CaffeLayer]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "no such weight file", str(path))
+        raise MissingFileError(errno.ENOENT, "no such weight file (check the path)", str(path))
     try:
         net = caffe_schema.messages().NetParameter.FromString(path.read_bytes())
     except DecodeError as e:

@@ -1,14 +1,15 @@
-"""The schedules benchmark runs end to end (narrow net, tiny frames) and reports sanely."""
+"""The benchmarks run end to end (narrow net, tiny frames) and report sanely."""
 
 import json
 
 import pytest
 
-from bench import schedules
+from bench import batched, forward, memory, pipeline, schedules
 
 
 @pytest.mark.slow
-def test_schedules_benchmark_smoke(tmp_path, capsys):
+def test_schedules_benchmark_smoke(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CWFCN_COMPILATION_CACHE", "0")  # leave this process's jax config be
     out = tmp_path / "bench.json"
     result = schedules.main(["--narrow", "--size", "32", "--frames", "5", "--repeats", "1",
                              "--schedules", "oracle", "skip", "alternating",
@@ -24,3 +25,62 @@ def test_schedules_benchmark_smoke(tmp_path, capsys):
     want = (5 * (s1 + s2) + 3 * s3 + 5 * fuse) / (5 * (s1 + s2 + s3 + fuse))
     assert rows["alternating"]["flop_fraction"] == pytest.approx(want)
     assert "alternating" in capsys.readouterr().out
+    assert result["stream_step_compiles"] >= 1 and 0 < result["decision_of_frame"]
+    # The adaptive decision alone is one argmax and a compare: far cheaper than a frame.
+    assert result["decision_ms"] < result["run_oracle_ms_per_frame"]
+
+
+def test_forward_benchmark_smoke(tmp_path):
+    out = tmp_path / "forward.json"
+    result = forward.main(["--narrow", "--sizes", "48", "--layers", "--repeats", "1",
+                           "--matmul-sizes", "64", "128", "--dtypes", "float32", "bfloat16",
+                           "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [(r["size"], r["dtype"]) for r in result["runs"]] == [(48, "float32"),
+                                                                 (48, "bfloat16")]
+    run = result["runs"][0]
+    rows = {r["name"]: r for r in run["rows"]}
+    assert rows["matmul 128"]["gflop"] == pytest.approx(2 * 128**3 / 1e9)
+    assert run["matmul_gflops"] == max(rows["matmul 64"]["gflops"], rows["matmul 128"]["gflops"])
+    layers = [k for k in rows if k.startswith("layer:")]
+    assert len(layers) == 13 + 5 + 2 + 4  # convs, pools, skip scores, fc6 fc7 score_fr upscore2
+    # What XLA runs for S2 and S3 is their layers, dense; S1 skips constant border work.
+    s2 = ["conv4_1", "conv4_2", "conv4_3", "pool4", "score_pool4"]
+    assert rows["S2"]["executed_gflop"] == pytest.approx(
+        sum(rows[f"layer:{k}"]["gflop"] for k in s2), rel=1e-3)
+    assert rows["S2"]["gflop"] == pytest.approx(rows["S2"]["executed_gflop"], rel=1e-3)
+    assert rows["S1"]["executed_gflop"] < 0.8 * rows["S1"]["gflop"]
+    parts = sum(rows[k]["gflop"] for k in ("S1", "S2", "S3", "fuse"))
+    assert rows["forward"]["gflop"] == pytest.approx(parts)
+
+
+@pytest.mark.slow
+def test_memory_benchmark_smoke(tmp_path):
+    result = memory.main(["--narrow", "--frames", "40", "--early", "10", "--size", "24",
+                          "--chunk", "8", "--json", str(tmp_path / "memory.json")])
+    modes = {m["mode"]: m for m in result["modes"]}
+    assert set(modes) == {"step", "chunks"}
+    for m in modes.values():
+        assert m["frames"] == 40 and m["end"]["rss_mb"] >= m["early"]["rss_mb"] > 0
+    assert modes["step"]["compiles"]["step"] == 1  # one stream, one shape: compiled once
+    assert modes["chunks"]["compiles"]["scan"] == 1  # the padded last chunk included
+
+
+def test_pipeline_benchmark_smoke(tmp_path):
+    result = pipeline.main(["--data", "synthetic", "--narrow", "--size", "40", "--videos", "2",
+                            "--repeats", "1", "--json", str(tmp_path / "pipeline.json")])
+    assert result["frames"] == 12 and result["videos"] == 2
+    assert result["engine_fps"] > 0 and result["evaluate_fps"] > 0
+
+
+def test_batched_benchmark_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    result = batched.main(["--narrow", "--size", "32", "--frames", "3", "--batch", "2",
+                           "--rates", "0.5", "--repeats", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    (row,) = result["rows"]
+    # Frame 0 of both streams and the 2 cuts (half of the 4 later frames) fire S3.
+    assert row["s3_fired"] == pytest.approx(4 / 6)
+    want = 1 - (1 - row["s3_fired"]) * result["s3_flop_share"]  # S1, S2, fuse every frame
+    assert row["flop_fraction"] == pytest.approx(want)
+    assert row["time_fraction"] > 0 and "run_batch" in capsys.readouterr().out

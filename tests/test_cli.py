@@ -32,7 +32,10 @@ def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
                 "--schedule", "all",
                 "--theta", "0.3", "--output", str(out), cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
-    rows = {r["schedule"]: r for r in json.loads(out.read_text())["results"]}
+    record = json.loads(out.read_text())
+    assert record["config"]["model"]["num_classes"] == 5 and record["device"].startswith("cpu")
+    assert record["versions"]["jax"] == jax.__version__ and "git_revision" in record
+    rows = {r["schedule"]: r for r in record["results"]}
     assert list(rows) == ["oracle", "skip", "exponential", "alternating", "adaptive:0.3",
                           "pipeline2", "pipeline3", "pool4", "pool3"]
     for name in rows:  # every schedule is a row of the printed table
@@ -153,7 +156,7 @@ def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--theta", "0.5:0.1:0.1"], "bad --theta"),
     (["--target_rate", "0"], "--target_rate must be in"),
-    (["--data", "video:/no/such.mp4"], "not found"),
+    (["--data", "video:/no/such.mp4"], "no such file"),
 ])
 def test_evaluate_bad_flags_are_one_clear_error(flags, message):
     proc = _run("evaluate.py", "--config", "configs/tiny.py", *flags)

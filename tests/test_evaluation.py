@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 import evaluate
-from cwfcn import clockwork, evaluation, model
+from cwfcn import clockwork, evaluation, model, results
 
 
 def test_long_videos_stream_with_the_same_results_as_one_scan(monkeypatch):
@@ -13,7 +13,7 @@ def test_long_videos_stream_with_the_same_results_as_one_scan(monkeypatch):
     frames = np.random.default_rng(0).normal(0, 60, (7, 24, 24, 3)).astype(np.float32)
     schedule = clockwork.parse_schedule("adaptive:0.05")
     scan = evaluation.predict(net, frames, schedule)
-    monkeypatch.setattr(evaluation, "SCAN_FRAMES", 3)  # 7 frames now count as long
+    monkeypatch.setattr(clockwork, "DEFAULT_CHUNK", 3)  # 7 frames: chunks of 3, 3 and 1
     streamed = evaluation.predict(net, frames, schedule)
     out = clockwork.run(net, frames, schedule)
     np.testing.assert_array_equal(scan[0], np.argmax(np.asarray(out.scores), -1))
@@ -46,3 +46,47 @@ def test_truncated_baselines_score_the_truncated_net():
         assert row["fired"] == [1.0] * stages + [0.0] * (3 - stages)
         full = np.argmax(np.asarray(net(frames)), -1)
         assert not np.array_equal(full, want)
+
+
+def _videos(n: int, c: int = 5):
+    rng = np.random.default_rng(4)
+    return [(rng.integers(0, 256, (6, 24, 24, 3), dtype=np.uint8),
+             rng.integers(0, c, (6, 24, 24), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_a_killed_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    videos, mean = _videos(4), model.MEAN_BGR["voc"]
+    want = evaluation.evaluate_schedule(net, videos, "adaptive:0.2", mean_bgr=mean)
+
+    def killed():  # the job dies after two videos
+        yield from videos[:2]
+        raise RuntimeError("killed")
+
+    path = tmp_path / "results.json.partial.jsonl"
+    with pytest.raises(RuntimeError, match="killed"):
+        evaluation.evaluate_schedule(net, killed(), "adaptive:0.2", mean_bgr=mean,
+                                     journal=results.Journal(path, "job"))
+    with open(path, "a") as f:
+        f.write('{"schedule": "adaptive:0.2", "ind')  # a line the kill cut short
+    journal = results.Journal(path, "job")
+    assert len(journal) == 2
+
+    runs = []
+    predict = evaluation._predict
+    monkeypatch.setattr(evaluation, "_predict", lambda *a: runs.append(1) or predict(*a))
+    got = evaluation.evaluate_schedule(net, videos, "adaptive:0.2", mean_bgr=mean,
+                                       journal=journal)
+    assert len(runs) == 1 + 2  # one compiling call, then only the two videos left
+    timing = {"ms_per_frame", "wall_s"}
+    assert {k: v for k, v in got.items() if k not in timing} == {
+        k: v for k, v in want.items() if k not in timing}
+    assert len(results.Journal(path, "job")) == 4
+    assert len(results.Journal(path, "another job")) == 0  # not this job's: started over
+
+
+def test_evaluation_refuses_labels_out_of_range():
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    videos = _videos(1, c=7)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+        evaluation.evaluate_schedule(net, videos, "oracle", mean_bgr=model.MEAN_BGR["voc"])

@@ -34,13 +34,16 @@ def test_confusion_hand_worked():
     np.testing.assert_array_equal(hist, expected)
 
 
-def test_confusion_ignores_out_of_range_labels():
-    labels = np.array([-1, 3, 7, 255, 0, 2])
-    preds = np.array([0, 1, 2, 1, 1, 2])
+def test_confusion_ignores_255_and_refuses_other_out_of_range_labels():
+    labels = np.array([255, 255, 0, 2])
+    preds = np.array([0, 1, 1, 2])
     expected = np.zeros((3, 3), np.int64)
     expected[0, 1] = 1
     expected[2, 2] = 1
     np.testing.assert_array_equal(metrics.confusion(labels, preds, 3), expected)
+    for stray in (-1, 3, 7):
+        with pytest.raises(ValueError, match=rf"labels must lie in \[0, 3\) or be 255.*{stray}"):
+            metrics.confusion(np.array([0, stray]), np.array([0, 0]), 3)
     # uint8 labels: 255 must not wrap into a valid bin through C*label overflow.
     np.testing.assert_array_equal(
         metrics.confusion(np.array([255, 0], np.uint8), np.array([0, 0], np.uint8), 3).sum(), 1

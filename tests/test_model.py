@@ -379,3 +379,40 @@ def test_dropout_only_with_a_key(net):
     _close(net(x, dropout_key=k1), a, rel=1e-6)  # same key, same mask
     # Dropout sits in S3 only: S1/S2 outputs and the truncated nets ignore it.
     np.testing.assert_array_equal(np.asarray(net.truncated(x, 2)), np.asarray(net.truncated(x, 2)))
+
+
+def _dense_stage1(net, x):
+    """S1 as the Caffe net computes it: conv1_1 on its full 100-px pad, every map whole."""
+    for block in ((net.conv1_1, net.conv1_2), (net.conv2_1, net.conv2_2),
+                  (net.conv3_1, net.conv3_2, net.conv3_3)):
+        for layer in block:
+            x = jax.nn.relu(layer(x))
+        x = model.max_pool_ceil(x)
+    return x
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (6, 7), (24, 32), (33, 50), (64, 61)])
+def test_stage1_border_shortcut_equals_the_full_pad(net, hw):
+    """The narrower pad plus inserted far-field copies gives the full pad's pool3, and the
+    same gradients (training goes through it too)."""
+    x = jnp.asarray(np.random.default_rng(sum(hw)).normal(0, 60, (2, *hw, 3)), jnp.float32)
+    assert net.conv1_1.padding == 100  # the module still says what Caffe does
+    want = np.asarray(jax.jit(_dense_stage1)(net, x))
+    got = np.asarray(net.stage1(x)[0])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    graphdef, params = nnx.split(net)
+
+    def loss(p, f):
+        return jnp.sum(jnp.sin(f(nnx.merge(graphdef, p), x)))
+
+    g_want = jax.grad(loss)(params, _dense_stage1)
+    g_got = jax.grad(loss)(params, lambda n, v: n.stage1(v)[0])
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+
+
+@pytest.mark.parametrize("n", [1, 7, 256, 384, 499, 500, 1024])
+def test_border_plan_lands_on_the_caffe_pad(n):
+    p, (e2, *_), (e3, *_) = model.border_plan(n)
+    assert p + 4 * e2 + 8 * e3 == model.CAFFE_PAD
+    assert p < 60  # the shortcut really narrows the border (about 40% less S1 work)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cwfcn.data.files import IGNORE_LABEL, check_same_size, read_rgb, require
+from cwfcn.data.files import IGNORE_LABEL, MissingFileError, check_same_size, read_rgb, require
 
 # Evaluation classes in trainId order (the network's output order).
 CLASSES = (
@@ -127,7 +127,7 @@ def labelled_frame_ids(root: str | os.PathLike[str], split: str = "val") -> list
     """Ids ``<city>_<seq>_<frame>`` of the split's gtFine labelIds files, sorted.
 
     Raises:
-        FileNotFoundError: ``<root>/gtFine/<split>`` is missing or holds no labelIds file.
+        MissingFileError: ``<root>/gtFine/<split>`` is missing or holds no labelIds file.
     """
     directory = _split_dir(root, "gtFine", split)
     ids = sorted(
@@ -136,7 +136,7 @@ def labelled_frame_ids(root: str | os.PathLike[str], split: str = "val") -> list
         if (match := _LABEL_RE.fullmatch(path.name))
     )
     if not ids:
-        raise FileNotFoundError(f"{directory} holds no <city>/*_gtFine_labelIds.png; {_FIX}")
+        raise MissingFileError(f"{directory} holds no <city>/*_gtFine_labelIds.png; {_FIX}")
     return ids
 
 
@@ -156,7 +156,7 @@ def read_label(root: str | os.PathLike[str], split: str, frame_id: str) -> np.nd
     """The fine labels of ``frame_id`` as trainIds: uint8 ``[H, W]``, 0..18 and 255.
 
     Raises:
-        FileNotFoundError: the labelIds PNG is missing.
+        MissingFileError: the labelIds PNG is missing.
         ValueError: it is not a single-channel image (e.g. the ``_color.png`` rendering).
     """
     path = require(label_path(root, split, frame_id), _FIX)
@@ -188,7 +188,7 @@ def read_snippet(
         ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; ``labels[:-1]`` are all 255.
 
     Raises:
-        FileNotFoundError: a sequence frame or the label is missing.
+        MissingFileError: a sequence frame or the label is missing.
         ValueError: a frame's size differs from the label's, or a bad ``num_frames``.
     """
     _check_num_frames(num_frames)

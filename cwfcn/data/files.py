@@ -10,14 +10,22 @@ from PIL import Image
 
 from cwfcn.metrics import IGNORE_LABEL
 
-__all__ = ["IGNORE_LABEL", "check_same_size", "read_ids", "read_rgb", "require"]
+__all__ = ["IGNORE_LABEL", "MissingFileError", "check_same_size", "read_ids", "read_rgb",
+           "require"]
+
+
+class MissingFileError(FileNotFoundError, ValueError):
+    """A file or directory that a reader needs is missing; the message names it and the fix.
+
+    Both a FileNotFoundError and a ValueError: bad input of every kind is a ValueError.
+    """
 
 
 def require(path: str | os.PathLike[str], fix: str) -> Path:
-    """Return ``path`` if it exists, else raise FileNotFoundError naming it and the ``fix``."""
+    """Return ``path`` if it exists, else raise MissingFileError naming it and the ``fix``."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found; {fix}")
+        raise MissingFileError(f"{path} not found; {fix}")
     return path
 
 

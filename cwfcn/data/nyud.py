@@ -36,7 +36,14 @@ import numpy as np
 import scipy.io
 
 from cwfcn.data import download as dl
-from cwfcn.data.files import IGNORE_LABEL, check_same_size, read_ids, read_rgb, require
+from cwfcn.data.files import (
+    IGNORE_LABEL,
+    MissingFileError,
+    check_same_size,
+    read_ids,
+    read_rgb,
+    require,
+)
 
 NUM_CLASSES = 40
 
@@ -74,7 +81,7 @@ def label_path(root: str | os.PathLike[str], image_id: str) -> Path:
     """The first of ``segmentation/img_<id>.mat``, ``data/segmentation/img_<id>.mat`` existing.
 
     Raises:
-        FileNotFoundError: neither exists; the message names both.
+        MissingFileError: neither exists; the message names both.
     """
     base = _root(root)
     name = f"img_{image_id}.mat"
@@ -82,7 +89,7 @@ def label_path(root: str | os.PathLike[str], image_id: str) -> Path:
     for path in candidates:
         if path.exists():
             return path
-    raise FileNotFoundError(f"neither {candidates[0]} nor {candidates[1]} exists; {_FIX}")
+    raise MissingFileError(f"neither {candidates[0]} nor {candidates[1]} exists; {_FIX}")
 
 
 def to_train_ids(segmentation: np.ndarray) -> np.ndarray:
@@ -97,7 +104,7 @@ def read_label(root: str | os.PathLike[str], image_id: str) -> np.ndarray:
     """Labels of ``img_<id>``: uint8 ``[H, W]``, classes 0..39, void 255.
 
     Raises:
-        FileNotFoundError: the .mat file is missing.
+        MissingFileError: the .mat file is missing.
         ValueError: it has no 2-D ``segmentation`` field, or values outside 0..40.
     """
     path = label_path(root, image_id)
@@ -119,7 +126,7 @@ def read_example(root: str | os.PathLike[str], image_id: str) -> tuple[np.ndarra
     """The labelled photo and its labels: uint8 ``[H, W, 3]`` and uint8 ``[H, W]``.
 
     Raises:
-        FileNotFoundError: the photo or label file is missing.
+        MissingFileError: the photo or label file is missing.
         ValueError: the label's size differs from the photo's, or its values are invalid.
     """
     image = read_image(root, image_id)
@@ -144,7 +151,7 @@ def clip_frame_paths(root: str | os.PathLike[str], image_id: str) -> list[Path]:
     """``clips/<id>/frame_<k>.png`` sorted by ``k``; the last is the labelled frame.
 
     Raises:
-        FileNotFoundError: the clip directory is missing or holds no ``frame_<k>.png``.
+        MissingFileError: the clip directory is missing or holds no ``frame_<k>.png``.
     """
     directory = require(_root(root) / "clips" / image_id, _CLIP_FIX)
     numbered = [
@@ -153,7 +160,7 @@ def clip_frame_paths(root: str | os.PathLike[str], image_id: str) -> list[Path]:
         if (match := _FRAME_RE.fullmatch(path.name))
     ]
     if not numbered:
-        raise FileNotFoundError(f"{directory} holds no frame_<k>.png; {_CLIP_FIX}")
+        raise MissingFileError(f"{directory} holds no frame_<k>.png; {_CLIP_FIX}")
     return [path for _, path in sorted(numbered)]
 
 
@@ -188,7 +195,7 @@ def read_clip(
         ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with ``labels[:-1]`` all 255.
 
     Raises:
-        FileNotFoundError: the clip or the label file is missing.
+        MissingFileError: the clip or the label file is missing.
         ValueError: a frame's size differs from the label's, or a bad stride / num_frames.
     """
     paths = subsample(clip_frame_paths(root, image_id), stride, num_frames)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from cwfcn import metrics
 from cwfcn.data import cityscapes, nyud, samples, synthetic, translate, video, voc, youtube
 from cwfcn.data.files import IGNORE_LABEL
 
@@ -39,7 +39,10 @@ class Source:
     videos: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return self.videos()
+        """The videos, each checked: labels outside [0, C) other than 255 raise ValueError."""
+        for frames, labels in self.videos():
+            metrics.check_labels(labels, self.num_classes)
+            yield frames, labels
 
 
 def sample_videos(shift: int = 16, num_frames: int = 6) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -92,12 +95,12 @@ def open_source(
       The `Source`.
 
     Raises:
-      ValueError: an unknown spec, or a missing --data-dir.
+      ValueError: an unknown spec, a missing --data-dir, or (`video.VideoError`) a video
+        file that cannot be opened.
     """
     if spec.startswith("video:"):
         path = spec[len("video:"):]
-        if not os.path.isfile(path):
-            raise ValueError(f"video {path!r} not found: give the path of a video file")
+        video.probe(path)  # a missing, empty or non-video file fails now, before any work
         num_classes, mean = (21, "voc") if config is None else (config.model.num_classes,
                                                                 config.data.mean)
         return Source(spec, num_classes, mean,

@@ -158,7 +158,7 @@ def read_label(root: str | os.PathLike[str], image_id: str) -> np.ndarray:
     ignored.
 
     Raises:
-        FileNotFoundError: the PNG is missing.
+        MissingFileError: the PNG is missing.
         ValueError: the PNG is not a palette or greyscale image (e.g. a colour rendering of the
             labels), or holds values that are not VOC class ids.
     """
@@ -179,7 +179,7 @@ def read_example(root: str | os.PathLike[str], image_id: str) -> tuple[np.ndarra
     """One VOC2011 photo and its labels: uint8 ``[H, W, 3]`` and uint8 ``[H, W]``.
 
     Raises:
-        FileNotFoundError: the photo or label file is missing.
+        MissingFileError: the photo or label file is missing.
         ValueError: the label's size differs from the photo's, or the label is not a class map.
     """
     image = read_image(root, image_id)
@@ -266,7 +266,7 @@ def read_sbd_label(root: str | os.PathLike[str], image_id: str) -> np.ndarray:
     """SBD class labels ``dataset/cls/<id>.mat`` (``GTcls.Segmentation``) as uint8 ``[H, W]``.
 
     Raises:
-        FileNotFoundError: the .mat file is missing.
+        MissingFileError: the .mat file is missing.
         ValueError: it has no ``GTcls.Segmentation`` 2-D field, or holds non-class values.
     """
     path = require(sbd_dir(root) / "cls" / f"{image_id}.mat", _SBD_FIX)

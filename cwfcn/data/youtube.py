@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cwfcn.data.files import read_rgb, require
+from cwfcn.data.files import MissingFileError, read_rgb, require
 from cwfcn.data.voc import VOC_CLASSES
 
 YOUTUBE_CLASSES = (
@@ -92,7 +92,7 @@ def mask_paths(root: str | os.PathLike[str], shot_id: str) -> dict[int, Path]:
     """The shot's mask files by frame number, in frame order.
 
     Raises:
-        FileNotFoundError: the shot has no ``labels/`` directory or no mask in it.
+        MissingFileError: the shot has no ``labels/`` directory or no mask in it.
     """
     labels = require(shot_dir(root, shot_id) / "labels", _FIX)
     numbered = sorted(
@@ -101,7 +101,7 @@ def mask_paths(root: str | os.PathLike[str], shot_id: str) -> dict[int, Path]:
         if (match := _MASK_RE.fullmatch(path.name))
     )
     if not numbered:
-        raise FileNotFoundError(f"{labels} holds no <n>.jpg mask; {_FIX}")
+        raise MissingFileError(f"{labels} holds no <n>.jpg mask; {_FIX}")
     return dict(numbered)
 
 
@@ -128,7 +128,7 @@ def frame_path(root: str | os.PathLike[str], shot_id: str, frame: int) -> Path:
     """Where frame ``frame`` of a shot is: the first existing candidate of the module docstring.
 
     Raises:
-        FileNotFoundError: none exists; the message names them all.
+        MissingFileError: none exists; the message names them all.
     """
     cls, video, shot = _parse_shot_id(shot_id)
     images = shot_dir(root, shot_id) / "images"
@@ -141,7 +141,7 @@ def frame_path(root: str | os.PathLike[str], shot_id: str, frame: int) -> Path:
     for path in candidates:
         if path.exists():
             return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"frame {frame} of shot {shot_id} not found; looked for {', '.join(map(str, candidates))}"
         f"; {_FIX}"
     )
@@ -203,7 +203,7 @@ def read_shot(
         frame order; labels are 0 or the class's VOC id.
 
     Raises:
-        FileNotFoundError: the shot, a mask or a frame is missing.
+        MissingFileError: the shot, a mask or a frame is missing.
         ValueError: a bad shot id, or a frame whose size differs from its mask's (unless
             ``resize_frames``).
     """

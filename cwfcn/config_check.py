@@ -1,0 +1,72 @@
+"""Checks a config's values before any work, so a bad one fails with its key named.
+
+ml_collections locks the configs, so unknown keys and wrong types already fail at the
+command line; this catches values of the right type that make no sense (a zero
+logging interval, a negative learning rate, an unknown mean).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import ml_collections
+
+from cwfcn import clockwork, model
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key, the value and what is allowed."""
+
+
+def _positive(x) -> bool:
+    return x >= 1
+
+
+def _non_negative(x) -> bool:
+    return x >= 0
+
+
+def _schedule(spec) -> bool:
+    try:
+        clockwork.parse_schedule(spec)
+    except ValueError:
+        return False
+    return True
+
+
+# key -> (test, what is allowed). A key absent from the config is not checked.
+RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "seed": (_non_negative, "an int >= 0"),
+    "model.num_classes": (lambda c: 1 <= c <= 255, "an int in [1, 255] (255 is the ignore label)"),
+    "model.dropout_rate": (lambda r: 0.0 <= r < 1.0, "in [0, 1)"),
+    "data.mean": (lambda m: m in model.MEAN_BGR, f"one of {sorted(model.MEAN_BGR)}"),
+    "data.size": (_positive, "an int >= 1 (pixels)"),
+    "data.shift": (_non_negative, "an int >= 0 (pixels per frame)"),
+    "data.num_frames": (_positive, "an int >= 1"),
+    "data.num_videos": (_positive, "an int >= 1"),
+    "data.num_val": (_non_negative, "an int >= 0"),
+    "clock.schedule": (_schedule, clockwork.SCHEDULE_HELP),
+    "clock.boundary_radius": (_positive, "an int >= 1 (pixels)"),
+    "optim.learning_rate": (lambda x: math.isfinite(x) and x > 0, "a finite number > 0"),
+    "optim.momentum": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
+    "optim.weight_decay": (lambda x: math.isfinite(x) and x >= 0, "a finite number >= 0"),
+    "train.steps": (_non_negative, "an int >= 0"),
+    "train.batch_size": (_positive, "an int >= 1"),
+    "train.log_every": (_positive, "an int >= 1 (steps)"),
+    "train.checkpoint_every": (_positive, "an int >= 1 (steps)"),
+    "train.keep_checkpoints": (_positive, "an int >= 1"),
+    "train.eval_every": (_non_negative, "an int >= 0 (steps; 0 = never)"),
+}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first key of `RULES` whose value is not allowed."""
+    for key, (test, allowed) in RULES.items():
+        node, *path = key.split(".")
+        value = config.get(node)
+        for part in path:
+            value = None if value is None else value.get(part)
+        if value is not None and not test(value):
+            raise ConfigError(f"config.{key} = {value!r} is invalid: it must be {allowed} "
+                              f"(set --config.{key}=...)")

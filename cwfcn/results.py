@@ -1,0 +1,98 @@
+"""Results files: checked writable before the work, written whole or not at all.
+
+A results JSON appears only once complete: it is written to a temporary file in the
+same directory, synced, then renamed over the target, so a crash or a full disk
+never leaves a partial file that reads as a final result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raises OSError (naming `path` and the fix) unless a file can be created next to `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write the results file {os.fspath(path)!r} "
+                               f"({e.strerror}): pass a writable path, or free disk space") from e
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Writes `obj` as JSON to `path` atomically; on any error `path` is left as it was."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class Journal:
+    """Per-video results of an evaluation in progress, so that a killed run resumes.
+
+    One JSON line per finished video, appended and synced before the next video starts,
+    after a first line naming the job (`key`: whatever must match for the results to be
+    reusable: config, weights, data, dtype). A journal of another job is started over; a
+    line cut short by a kill is dropped. Delete it (`remove`) once the final results
+    are written.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str):
+        self.path = os.fspath(path)
+        self._done: dict[tuple[str, int], dict] = {}
+        lines = []
+        if os.path.exists(self.path):
+            with open(self.path, "r+") as f:
+                text = f.read()
+                complete = text[: text.rfind("\n") + 1]
+                if complete != text:  # drop the line a kill cut short, so appends start clean
+                    f.truncate(len(complete.encode()))
+            lines = complete.splitlines()
+        if lines and _loads(lines[0]) == {"key": key}:
+            for line in lines[1:]:
+                record = _loads(line)
+                if record is not None:
+                    self._done[(record["schedule"], record["index"])] = record
+        else:
+            with open(self.path, "w") as f:
+                f.write(json.dumps({"key": key}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def get(self, schedule: str, index: int) -> dict | None:
+        """The record of video `index` under `schedule`, if it was finished earlier."""
+        return self._done.get((schedule, index))
+
+    def add(self, schedule: str, index: int, record: dict) -> None:
+        """Appends (and syncs) one finished video's record."""
+        record = {"schedule": schedule, "index": index, **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._done[(schedule, index)] = record
+
+    def remove(self) -> None:
+        os.unlink(self.path)
+
+
+def _loads(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:  # the line a kill cut short
+        return None
