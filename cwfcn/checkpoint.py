@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import sys
 import tempfile
@@ -44,6 +45,12 @@ def _manager(
                                  item_handlers=handlers)
 
 
+def _drop_orbax_errors(record: logging.LogRecord) -> bool:
+    """A logging filter: orbax's errors about a save that `save` already reported as a
+    `CheckpointError` (its writer threads log them, with tracebacks, after it raised)."""
+    return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Holds back what is written to stderr (fd 2) meanwhile, and writes it out only on
@@ -58,7 +65,10 @@ def _quiet() -> Iterator[None]:
             yield
             ok = True
         finally:
-            sys.stderr.flush()
+            if not ok:  # orbax's threads of a failed save log on after it raised
+                logging.getLogger("absl").addFilter(_drop_orbax_errors)
+            with contextlib.suppress(OSError):  # the held file may sit on the full disk too
+                sys.stderr.flush()
             os.dup2(real, 2)
             os.close(real)
             if ok:

@@ -15,15 +15,18 @@ def _conv_flops(h, w, k, cin, cout):
 
 
 def _hand_flops(size, widths, c):
-    """Multiply-add FLOPs of every conv/deconv of FCN-8s, by the Caffe shape arithmetic."""
+    """Multiply-add FLOPs of every conv/deconv of FCN-8s as computed: S1's blocks run on
+    conv1_1's narrower pads (`model.border_plan`), the rest by the Caffe shape arithmetic."""
     w1, w2, w3, w4, w5, wf = widths
-    h = size + 198  # conv1_1 pads by 100
+    pad, (e2, *_), (e3, *_) = model.border_plan(size)
+    h = size + 2 * pad - 2
     s1 = _conv_flops(h, h, 3, 3, w1) + _conv_flops(h, h, 3, w1, w1)
     h = -(-h // 2)
     s1 += _conv_flops(h, h, 3, w1, w2) + _conv_flops(h, h, 3, w2, w2)
-    h = -(-h // 2)
+    h = -(-h // 2) + 2 * e2
     s1 += _conv_flops(h, h, 3, w2, w3) + 2 * _conv_flops(h, h, 3, w3, w3)
-    h3 = -(-h // 2)
+    h3 = -(-h // 2) + 2 * e3
+    assert h3 == -(-(-(-(size + 198) // 2) // 2) // 2)  # pool3 of the full 100-px pad
     s1 += _conv_flops(h3, h3, 1, w3, c)
     s2 = _conv_flops(h3, h3, 3, w3, w4) + 2 * _conv_flops(h3, h3, 3, w4, w4)
     h4 = -(-h3 // 2)
