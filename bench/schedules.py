@@ -10,7 +10,9 @@ from one run. Also:
   - `Clockwork.step` called from Python, frame by frame, against the scan-based
     `run` (oracle), and how many times each was compiled.
 Pipelined schedules run the stages of a step side by side; their ms/frame against
-oracle's shows what the backend makes of that. The persistent compilation cache is on,
+oracle's shows what the backend makes of that. With 3 or more devices (on a CPU:
+`XLA_FLAGS=--xla_force_host_platform_device_count=3`), pipeline3 is also timed with each
+stage on its own device (`distributed.StagePipeline`). The persistent compilation cache is on,
 as in the CLIs (`CWFCN_COMPILATION_CACHE=0` turns it off): "compile s" of a second run
 shows what the cache saves.
 
@@ -33,7 +35,7 @@ from flax import nnx
 if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, round_robin, timed
-from cwfcn import clockwork, compilation, cost, model
+from cwfcn import clockwork, compilation, cost, distributed, model
 from cwfcn.data import translate
 
 DEFAULT_SCHEDULES = (
@@ -117,6 +119,20 @@ def _bench_stream(net, frames, repeats: int, dtype) -> tuple[float, int]:
     return 1e3 * best / len(frames), clockwork.compile_counts()["step"]
 
 
+def _bench_stage_devices(net, frames, repeats: int) -> dict | None:
+    """pipeline3 with each stage on its own device (`distributed.StagePipeline`) against
+    the one-device scan; None with fewer than 3 devices."""
+    if jax.device_count() < 3:
+        return None
+    pipe = distributed.StagePipeline(net, "pipeline3", jax.devices()[:3])
+    times = round_robin({"one device": lambda: clockwork.run(net, frames, "pipeline3").scores,
+                         "3 devices": lambda: pipe.run(frames).scores}, repeats,
+                        desc="stage devices")
+    one, three = (1e3 * times[k]["wall_s"] / len(frames) for k in ("one device", "3 devices"))
+    return {"one_device_ms_per_frame": one, "three_devices_ms_per_frame": three,
+            "ratio": three / one}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=500, help="frame height and width (px)")
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         row["gap"] = gap
     stream_ms, stream_compiles = _bench_stream(net, frames, args.repeats, args.dtype)
     decision_ms = _decision_ms(net, frames, args.repeats, args.dtype)
+    stage_devices = _bench_stage_devices(net, frames, args.repeats)
 
     result = {
         "benchmark": "schedules",
@@ -167,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         "run_compiles": clockwork.compile_counts()["run"],
         "decision_ms": decision_ms,
         "decision_of_frame": None if oracle_ms is None else decision_ms / oracle_ms,
+        "pipeline3_stage_devices": stage_devices,
     }
     emit(result, _table(result), args.json)
     return result
@@ -192,6 +210,11 @@ def _table(result: dict) -> str:
     frac = result["decision_of_frame"]
     lines.append(f"adaptive decision: {result['decision_ms']:.2f} ms"
                  + ("" if frac is None else f" = {frac:.2%} of an oracle frame"))
+    if result["pipeline3_stage_devices"]:
+        d = result["pipeline3_stage_devices"]
+        lines.append(f"pipeline3, a stage per device: {d['three_devices_ms_per_frame']:.1f} "
+                     f"ms/frame against {d['one_device_ms_per_frame']:.1f} on one device "
+                     f"({d['ratio']:.2f})")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@
 - `evaluate_sharded` runs the batched clockwork engine (`batched.run_batch`) on each
   device's share of the streams under `jax.shard_map`, so every device keeps its own
   adaptive saving, and sums the confusion matrices and fired counts across devices.
+- `StagePipeline` runs a pipelined schedule with each stage on its own device.
 """
 
 from __future__ import annotations
@@ -231,3 +232,62 @@ def evaluate_sharded(
                             num_classes=net.num_classes)
     frames = videos.shape[0] * videos.shape[1]
     return ShardedEval(np.asarray(hist, np.int64), np.asarray(fired) / frames)
+
+
+class StagePipeline:
+    """A pipelined schedule with each stage on its own device: the stages of a step run
+    at the same time, one per device.
+
+    Under `pipeline2`/`pipeline3` a lagged stage reads the previous step's output of the
+    stage before it, so the stages of one step do not wait for each other. Here stage k
+    is a jitted function placed on `devices[k]` (its params live there); a step dispatches
+    every stage without waiting (JAX dispatches asynchronously), so the devices work side
+    by side, and the fusion runs on the first device. Same results as
+    `clockwork.run(net, frames, schedule)`.
+
+    Example:
+      pipe = StagePipeline(net, "pipeline3", jax.devices()[:3])
+      out = pipe.run(frames)
+    """
+
+    def __init__(self, net: nnx.Module, schedule: str | clockwork.Schedule,
+                 devices: list[jax.Device] | None = None):
+        self.schedule = clockwork.parse_schedule(schedule)
+        if not self.schedule.pipelined:
+            raise ValueError(f"schedule {self.schedule.name!r} is not pipelined: use "
+                             "pipeline2 or pipeline3 (clockwork.run runs the others)")
+        self.staging = clockwork.staging_of(net)
+        clockwork._check_compatible(self.staging, self.schedule)
+        n = len(self.staging.stages)
+        devices = list(devices or jax.devices())
+        self.devices = [devices[k % len(devices)] for k in range(n)]
+        graphdef, params = nnx.split(net)
+        self._params = [jax.device_put(params, d) for d in self.devices]
+        self._stages = [jax.jit(lambda p, x, f=f: f(nnx.merge(graphdef, p), x))
+                        for f in self.staging.stages]
+        self._fuse = jax.jit(lambda p, outs, hw: self.staging.fuse(nnx.merge(graphdef, p),
+                                                                   outs, hw)[0],
+                             static_argnums=2)
+
+    def step(self, cache: tuple | None, frame: jax.Array) -> tuple[tuple, jax.Array]:
+        """One frame `[H, W, 3]`: `(cache, frame) -> (cache, scores [H, W, C])`; start with
+        cache None (frame 0 runs the stages one after another, as `clockwork.run`)."""
+        x = jax.device_put(jnp.asarray(frame)[None], self.devices[0])
+        outs: list = []
+        for k, stage in enumerate(self._stages):
+            lagged = cache is not None and self.schedule.lags[k]
+            src = x if k == 0 else (cache[k - 1] if lagged else outs[k - 1])
+            outs.append(stage(self._params[k], jax.device_put(src, self.devices[k])))
+        on_first = jax.device_put(tuple(outs), self.devices[0])
+        return tuple(outs), self._fuse(self._params[0], on_first, tuple(frame.shape[:2]))
+
+    def run(self, frames: jax.Array | np.ndarray) -> clockwork.RunOutput:
+        """A video `[T, H, W, 3]` (preprocessed): `RunOutput` as `clockwork.run` gives it."""
+        clockwork._check_frames(frames, 4, "frames")
+        cache, scores = None, []
+        for frame in frames:
+            cache, s = self.step(cache, frame)
+            scores.append(s)
+        t, n = len(frames), len(self._stages)
+        return clockwork.RunOutput(jnp.stack(jax.device_put(scores, self.devices[0])),
+                                   jnp.ones((t, n), bool), jnp.zeros((t,), jnp.float32))

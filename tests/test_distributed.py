@@ -199,3 +199,39 @@ def test_two_process_evaluate_equals_one(tmp_path):
     assert all(r["videos"] == 3 for r in one)
     assert two == one
     assert not list(tmp_path.glob("*.partial.jsonl"))
+
+
+_PIPELINE = """
+import json
+import jax, numpy as np
+from flax import nnx
+from cwfcn import clockwork, distributed, model
+net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+frames = np.random.default_rng(0).normal(0, 60, (5, 24, 32, 3)).astype(np.float32)
+out = {}
+for name in ("pipeline2", "pipeline3"):
+    pipe = distributed.StagePipeline(net, name, jax.devices()[1:])
+    got, want = pipe.run(frames), clockwork.run(net, frames, name)
+    cache, _ = pipe.step(None, frames[0])
+    out[name] = {
+        "diff": float(np.abs(np.asarray(got.scores) - np.asarray(want.scores)).max()),
+        "scale": float(np.abs(np.asarray(want.scores)).max()),
+        "devices": [sorted({str(d) for leaf in jax.tree.leaves(c) for d in leaf.devices()})
+                    for c in cache]}
+print(json.dumps(out))
+"""
+
+
+def test_pipelined_stages_run_on_their_own_devices_with_one_device_results():
+    done = subprocess.run([sys.executable, "-c", _PIPELINE], env=_env(4), capture_output=True,
+                          text=True, check=True, timeout=TIMEOUT)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("pipeline2", "pipeline3"):
+        assert out[name]["diff"] <= 1e-5 * out[name]["scale"], out[name]
+        assert out[name]["devices"] == [["cpu:1"], ["cpu:2"], ["cpu:3"]], out[name]
+
+
+def test_stage_pipeline_takes_pipelined_schedules_only():
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="not pipelined"):
+        distributed.StagePipeline(net, "alternating")
