@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import platform
 import sys
-import time
+from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
+if not __package__:  # run as a script: the repository root holds bench/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import device_info, emit, round_robin
 from cwfcn import batched, clockwork, cost, model
 
 
@@ -49,12 +49,6 @@ def _streams(batch: int, frames: int, size: int, rate: float, seed: int) -> np.n
                 scene = np.kron(coarse, np.ones((16, 16, 1)))[:size, :size]
             videos[b, t] = scene
     return np.asarray(model.preprocess(videos, model.MEAN_BGR["voc"]))
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
 
 
 def _vmapped_run(net, videos, schedule: str):
@@ -94,11 +88,10 @@ def main(argv: list[str] | None = None) -> dict:
                  for r in args.rates})
     if args.vmap:
         runs["vmap"] = functools.partial(_vmapped_run, net, videos[first], schedule)
-    outputs = {name: jax.block_until_ready(fn()) for name, fn in runs.items()}  # compiles
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in tqdm(range(args.repeats), desc="timing rounds", file=sys.stderr):
-        for name, fn in runs.items():
-            best[name] = min(best[name], _timed(lambda f=fn: f().scores))
+    outputs = {name: fn() for name, fn in runs.items()}
+    times = round_robin({name: lambda f=fn: f().scores for name, fn in runs.items()},
+                        args.repeats)
+    best = {name: t["wall_s"] for name, t in times.items()}
 
     rows = []
     for name in runs:
@@ -116,37 +109,29 @@ def main(argv: list[str] | None = None) -> dict:
         rows[-1]["gap"] = rows[-1]["time_fraction"] - rows[-1]["flop_fraction"]
     result = {
         "benchmark": "batched",
-        "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
-        "host": platform.node(),
-        "jax": jax.__version__,
+        **device_info(),
         "batch": args.batch, "size": args.size, "frames": args.frames, "schedule": schedule,
         "widths": list(widths),
         "s3_flop_share": flops.stages[2] / flops.total,
         "oracle_ms_per_frame": 1e3 * best["oracle"] / (args.batch * args.frames),
         "rows": rows,
     }
-    _print_table(result)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(result, _table(result), args.json)
     return result
 
 
-def _print_table(result: dict) -> None:
-    print(f"\n{result['device']}, B={result['batch']}, {result['size']}x{result['size']}, "
-          f"T={result['frames']}, {result['schedule']}, S3 = {result['s3_flop_share']:.3f} "
-          f"of the FLOPs, oracle {result['oracle_ms_per_frame']:.1f} ms per stream-frame")
+def _table(result: dict) -> str:
     head = (f"{'run':<22}{'cut rate':>9}{'S3 fired':>10}{'FLOP frac':>11}{'time frac':>11}"
             f"{'gap':>8}{'ms/frame':>10}")
-    print(head)
-    print("-" * len(head))
+    lines = [f"\n{result['device']}, B={result['batch']}, {result['size']}x{result['size']}, "
+             f"T={result['frames']}, {result['schedule']}, S3 = {result['s3_flop_share']:.3f} "
+             f"of the FLOPs, oracle {result['oracle_ms_per_frame']:.1f} ms per stream-frame",
+             head, "-" * len(head)]
     for r in result["rows"]:
-        print(f"{r['run']:<22}{r['cut_rate']:>9.2f}{r['s3_fired']:>10.3f}"
-              f"{r['flop_fraction']:>11.3f}{r['time_fraction']:>11.3f}{r['gap']:>+8.3f}"
-              f"{r['ms_per_frame']:>10.1f}")
-    print()
+        lines.append(f"{r['run']:<22}{r['cut_rate']:>9.2f}{r['s3_fired']:>10.3f}"
+                     f"{r['flop_fraction']:>11.3f}{r['time_fraction']:>11.3f}{r['gap']:>+8.3f}"
+                     f"{r['ms_per_frame']:>10.1f}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
