@@ -36,6 +36,7 @@ from cwfcn.clockwork import (
     _init_state,
     _sequential_step,
     _stages_step,
+    clock_classes,
     parse_schedule,
     staging_of,
 )
@@ -87,7 +88,7 @@ def _adaptive_step(capacities, net, staging: Staging, schedule: Schedule, state,
     head_schedule = Schedule(schedule.name, schedule.periods[:-1], schedule.lags[:-1])
     head_state = state._replace(cache=state.cache[:-1])
     outs, fired_head, _, _ = _sequential_step(net, head, head_schedule, head_state, x, t)
-    cls = jnp.argmax(staging.clock_scores((*outs, state.cache[-1])), -1).astype(jnp.int32)
+    cls = clock_classes(staging.clock_scores((*outs, state.cache[-1])))
     differs = (cls != state.ref).reshape(cls.shape[0], -1).astype(jnp.float32)
     change = jnp.where(t == 0, 0.0, jnp.mean(differs, axis=1))  # [B]
     fire = (t == 0) | (change >= schedule.theta)

@@ -32,7 +32,7 @@ def _frame_map(graphdef, staging: clockwork.Staging, params, frame: jax.Array) -
         outs.append(stage(net, x if k == 0 else outs[k - 1]))
     # clock_scores may read only the stages before the last: None stands in for the last.
     scores = staging.clock_scores((*outs, None))
-    return jnp.argmax(scores, -1).astype(jnp.int32)[0]
+    return clockwork.clock_classes(scores)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "staging"))

@@ -216,6 +216,12 @@ def cast_params(params: Any, dtype: Any) -> Any:
         lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
 
 
+def clock_classes(scores: jax.Array) -> jax.Array:
+    """The adaptive clock's view of its scores: `[..., h, w, K] -> int32 [..., h, w]`, the
+    class argmax that it compares with the map at the stage's last firing."""
+    return jnp.argmax(scores, -1).astype(jnp.int32)
+
+
 def _cond(pred: jax.Array, compute: Callable[[], Any], cached: Any) -> Any:
     """Compute a stage or reuse its cache; a skipped branch costs no compute."""
     return jax.lax.cond(pred, compute, lambda: cached)
@@ -230,7 +236,7 @@ def _sequential_step(net, staging, schedule, state, x, t):
     ref, change = state.ref, jnp.zeros((), jnp.float32)
     for k, stage in enumerate(staging.stages):
         if schedule.theta is not None and k == n - 1:
-            cls = jnp.argmax(staging.clock_scores((*outs, state.cache[k])), -1).astype(jnp.int32)
+            cls = clock_classes(staging.clock_scores((*outs, state.cache[k])))
             change = jnp.where(t == 0, 0.0, jnp.mean((cls != state.ref).astype(jnp.float32)))
             fires[k] = (t == 0) | (change >= schedule.theta)
             ref = jnp.where(fires[k], cls, state.ref)
