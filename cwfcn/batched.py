@@ -7,12 +7,12 @@ scalar for the whole batch:
 
 - fixed and pipelined schedules: all streams start at frame 0, so they share one
   clock and a stage fires for the whole batch or for none (one `lax.cond` per stage);
-- adaptive: the gated (last) stage fires per stream. The firing streams are sorted to
-  the front and gathered into a slot whose capacity is the smallest of `capacities`
-  that holds them; a `lax.switch` over the capacities (capacity 0: nothing runs)
-  computes the stage on that slot only, and the outputs are scattered back to their
-  streams. With the default capacities 1..B the stage costs exactly the streams that
-  fire.
+- adaptive (either clock signal): the gated (last) stage fires per stream. The firing
+  streams are sorted to the front and gathered into a slot whose capacity is the
+  smallest of `capacities` that holds them; a `lax.switch` over the capacities
+  (capacity 0: nothing runs) computes the stage on that slot only, and the outputs are
+  scattered back to their streams. With the default capacities 1..B the stage costs
+  exactly the streams that fire.
 
 Per stream, the firing decisions are those of `clockwork.run` on that video alone.
 """
@@ -36,7 +36,8 @@ from cwfcn.clockwork import (
     _init_state,
     _sequential_step,
     _stages_step,
-    clock_classes,
+    clock_change,
+    clock_signal,
     parse_schedule,
     staging_of,
 )
@@ -88,11 +89,10 @@ def _adaptive_step(capacities, net, staging: Staging, schedule: Schedule, state,
     head_schedule = Schedule(schedule.name, schedule.periods[:-1], schedule.lags[:-1])
     head_state = state._replace(cache=state.cache[:-1])
     outs, fired_head, _, _ = _sequential_step(net, head, head_schedule, head_state, x, t)
-    cls = clock_classes(staging.clock_scores((*outs, state.cache[-1])))
-    differs = (cls != state.ref).reshape(cls.shape[0], -1).astype(jnp.float32)
-    change = jnp.where(t == 0, 0.0, jnp.mean(differs, axis=1))  # [B]
+    signal = clock_signal(staging, schedule, x, (*outs, state.cache[-1]))
+    change = jnp.where(t == 0, 0.0, clock_change(schedule, signal, state.ref))  # [B]
     fire = (t == 0) | (change >= schedule.theta)
-    ref = jnp.where(fire.reshape((-1,) + (1,) * (cls.ndim - 1)), cls, state.ref)
+    ref = jnp.where(fire.reshape((-1,) + (1,) * (signal.ndim - 1)), signal, state.ref)
     last = _gated_stage(net, staging, capacities, outs[-1], state.cache[-1], fire)
     b = fire.shape[0]
     fired = jnp.concatenate([jnp.broadcast_to(fired_head, (b, n - 1)), fire[:, None]], axis=1)

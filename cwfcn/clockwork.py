@@ -15,11 +15,18 @@ Schedules (`parse_schedule`):
                   fraction of positions whose class argmax of the clock scores
                   (FCN-8s: uncropped score_pool4) differs from that at its last
                   firing is >= theta;
+  adaptive-pixel:theta  the same, but the clock watches the input: the last stage
+                  fires when the mean absolute difference of the frame's pixels from
+                  the frame at its last firing, over 255, is >= theta (the paper's
+                  Fig. 7 pixel-difference clock);
   pipeline3       frame t fuses S1(t), S2(t-1), S3(t-2): each stage reads the
                   previous step's output of the stage before it, so the stages of
                   one step are independent and can run concurrently;
   pipeline2       S1+S2 on t, S3 on t-1.
-Frame 0 fires every stage (pipelines fill with frame 0).
+Frame 0 fires every stage. Pipelines fill as the authors' code does (clockwork-fcn
+lib/run_net.py, pipeline_fill_3stage): frame 0 runs the whole net, and each later step
+turns on one more lag, deepest first (`fill_lags`), so pipeline3's frame 1 is a pipeline2
+step and frame 2 fuses S1(2), S2(1), S3(1).
 
 The engine knows nothing of FCN-8s: any `nnx.Module` whose class has a `staging`
 attribute plugs in.
@@ -66,12 +73,15 @@ class Schedule:
       periods: stage s fires on frames t with t % periods[s] == 0.
       lags: 1 where stage s reads the previous step's output of stage s-1 (pipelines).
       theta: if set, the last stage fires by the adaptive clock instead of its period.
+      signal: what the adaptive clock compares with its last firing: "scores" (the
+        class argmax of the staging's clock scores) or "pixels" (the input frame).
     """
 
     name: str
     periods: tuple[int, ...] = (1, 1, 1)
     lags: tuple[int, ...] = (0, 0, 0)
     theta: float | None = None
+    signal: str = "scores"
 
     @property
     def num_stages(self) -> int:
@@ -80,6 +90,12 @@ class Schedule:
     @property
     def pipelined(self) -> bool:
         return any(self.lags)
+
+    @property
+    def cycle(self) -> int:
+        """Frames after which a fixed schedule repeats: the lcm of its periods (1 for the
+        others). Frame t's state is that of phase t % cycle since the last full firing."""
+        return 1 if self.theta is not None or self.pipelined else math.lcm(*self.periods)
 
 
 FIXED_SCHEDULES = {
@@ -90,9 +106,12 @@ FIXED_SCHEDULES = {
 }
 PIPELINES = {"pipeline2": (0, 0, 1), "pipeline3": (0, 1, 1)}
 DEFAULT_THETA = 0.25  # the paper's operating point on YouTube-Objects
+# The adaptive clocks by schedule name: what each compares with its last firing.
+ADAPTIVE_SIGNALS = {"adaptive": "scores", "adaptive-pixel": "pixels"}
 SCHEDULE_HELP = (
     "oracle, skip, exponential, alternating, periods:a,b,c (positive integers), "
-    "adaptive or adaptive:theta (0 <= theta <= 1), pipeline2, pipeline3"
+    "adaptive or adaptive:theta (0 <= theta <= 1), adaptive-pixel:theta (the pixel-"
+    "difference clock), pipeline2, pipeline3"
 )
 
 
@@ -127,7 +146,7 @@ def parse_schedule(spec: str | Schedule) -> Schedule:
             raise ValueError(f"bad schedule {spec!r}: periods must be positive integers, "
                              "e.g. periods:1,2,4")
         return Schedule(name, periods=periods, lags=(0,) * len(periods))
-    if head == "adaptive":
+    if head in ADAPTIVE_SIGNALS:
         theta = DEFAULT_THETA
         if arg:
             try:
@@ -136,8 +155,8 @@ def parse_schedule(spec: str | Schedule) -> Schedule:
                 theta = math.nan
         if not 0.0 <= theta <= 1.0:  # also rejects nan
             raise ValueError(f"bad schedule {spec!r}: theta must be a number in [0, 1], "
-                             "e.g. adaptive:0.25")
-        return Schedule(f"adaptive:{theta:g}", theta=theta)
+                             f"e.g. {head}:0.25")
+        return Schedule(f"{head}:{theta:g}", theta=theta, signal=ADAPTIVE_SIGNALS[head])
     raise ValueError(f"unknown schedule {spec!r}; use one of: {SCHEDULE_HELP}")
 
 
@@ -147,8 +166,9 @@ class ClockState(NamedTuple):
     Attributes:
       cache: the latest output of each stage (pytrees as the stages return them).
       t: int32 scalar, the index of the next frame.
-      ref: int32 `[N, h, w]`, the clock scores' argmax at the last firing of the
-        gated stage (adaptive schedules; shape `[0]` otherwise).
+      ref: the adaptive clock's signal at the last firing of the gated stage
+        (`clock_signal`: int32 `[N, h, w]` class maps, or the frames `[N, H, W, 3]` for
+        the pixel clock; shape `[0]` for other schedules).
       change: float32 scalar, the adaptive clock's change fraction at the last step.
     """
 
@@ -222,6 +242,56 @@ def clock_classes(scores: jax.Array) -> jax.Array:
     return jnp.argmax(scores, -1).astype(jnp.int32)
 
 
+def clock_signal(staging: Staging, schedule: Schedule, x: jax.Array, outs: tuple) -> jax.Array:
+    """What an adaptive clock compares across frames, per stream.
+
+    Args:
+      staging: the net's staging.
+      schedule: an adaptive schedule (`theta` set).
+      x: the frames `[N, H, W, 3]` of this step.
+      outs: the stage outputs the clock scores read (`Staging.clock_scores`).
+
+    Returns:
+      int32 `[N, h, w]` class maps (signal "scores"), or the frames `x` ("pixels").
+    """
+    if schedule.signal == "pixels":
+        return x
+    return clock_classes(staging.clock_scores(outs))
+
+
+def clock_change(schedule: Schedule, signal: jax.Array, ref: jax.Array) -> jax.Array:
+    """The adaptive clock's change since its last firing, per stream: float32 `[N]`.
+
+    "scores": the fraction of positions whose class differs from `ref`'s; "pixels": the
+    mean absolute difference of the frames from `ref`, over 255 (both in [0, 1] for
+    0..255 pixels, so one theta range serves both).
+    """
+    axes = tuple(range(1, signal.ndim))
+    if schedule.signal == "pixels":
+        diff = jnp.abs(signal.astype(jnp.float32) - ref.astype(jnp.float32))
+        return jnp.mean(diff, axis=axes) / 255.0
+    return jnp.mean((signal != ref).astype(jnp.float32), axis=axes)
+
+
+def fill_lags(schedule: Schedule, step: int) -> tuple[int, ...]:
+    """The lags a pipelined schedule uses on `step` while it fills.
+
+    Step 0 runs the whole net (no lag); each step after turns on one more lag, deepest
+    first, until all are on: pipeline3 (lags 0,1,1) runs (0,0,0), then (0,0,1), the
+    2-stage step of clockwork-fcn's `pipeline_fill_3stage` (lib/run_net.py), then (0,1,1).
+
+    Args:
+      schedule: a schedule (any: without lags this is all zeros).
+      step: the frame index t >= 0.
+
+    Returns:
+      The lags, one per stage.
+    """
+    lagged = [k for k, lag in enumerate(schedule.lags) if lag]
+    active = set(lagged[len(lagged) - min(step, len(lagged)):])
+    return tuple(int(k in active) for k in range(schedule.num_stages))
+
+
 def _cond(pred: jax.Array, compute: Callable[[], Any], cached: Any) -> Any:
     """Compute a stage or reuse its cache; a skipped branch costs no compute."""
     return jax.lax.cond(pred, compute, lambda: cached)
@@ -236,10 +306,10 @@ def _sequential_step(net, staging, schedule, state, x, t):
     ref, change = state.ref, jnp.zeros((), jnp.float32)
     for k, stage in enumerate(staging.stages):
         if schedule.theta is not None and k == n - 1:
-            cls = clock_classes(staging.clock_scores((*outs, state.cache[k])))
-            change = jnp.where(t == 0, 0.0, jnp.mean((cls != state.ref).astype(jnp.float32)))
+            signal = clock_signal(staging, schedule, x, (*outs, state.cache[k]))
+            change = jnp.where(t == 0, 0.0, clock_change(schedule, signal, state.ref)[0])
             fires[k] = (t == 0) | (change >= schedule.theta)
-            ref = jnp.where(fires[k], cls, state.ref)
+            ref = jnp.where(fires[k], signal, state.ref)
         src = x if k == 0 else outs[k - 1]
         if fires[k] is True:
             outs.append(stage(net, src))
@@ -248,12 +318,11 @@ def _sequential_step(net, staging, schedule, state, x, t):
     return tuple(outs), jnp.stack([jnp.asarray(f) for f in fires]), ref, change
 
 
-def _pipelined_step(net, staging, schedule, state, x, t):
+def _pipelined_step(net, staging, lags, state, x):
     """Lagged stages read the previous step's cache, so no stage waits for another."""
-    del t
     outs = []
     for k, stage in enumerate(staging.stages):
-        src = x if k == 0 else (state.cache[k - 1] if schedule.lags[k] else outs[k - 1])
+        src = x if k == 0 else (state.cache[k - 1] if lags[k] else outs[k - 1])
         outs.append(stage(net, src))
     fired = jnp.ones((len(outs),), bool)
     return tuple(outs), fired, state.ref, jnp.zeros((), jnp.float32)
@@ -262,17 +331,15 @@ def _pipelined_step(net, staging, schedule, state, x, t):
 def _stages_step(net, staging, schedule, state, x, t):
     """The stages of one step, `x` `[N, H, W, 3]`: `(outputs, fired [N_stages], ref, change)`.
 
-    Pipelines lag on the previous step's outputs; frame 0 has none, so it runs the net
-    straight through.
+    Pipelines lag on the previous step's outputs; while they fill (`fill_lags`), step t
+    has only the deepest t lags on, so frame 0 runs the net straight through.
     """
     if not schedule.pipelined:
         return _sequential_step(net, staging, schedule, state, x, t)
-    full = dataclasses.replace(schedule, lags=(0,) * schedule.num_stages)
-    return jax.lax.cond(
-        t == 0,
-        lambda: _sequential_step(net, staging, full, state, x, t),
-        lambda: _pipelined_step(net, staging, schedule, state, x, t),
-    )
+    depth = sum(1 for lag in schedule.lags if lag)
+    branches = [functools.partial(_pipelined_step, net, staging, fill_lags(schedule, i), state, x)
+                for i in range(depth + 1)]
+    return jax.lax.switch(jnp.minimum(t, depth), branches)
 
 
 def _frame_step(graphdef, staging, schedule, params, state: ClockState, frame: jax.Array):
@@ -301,7 +368,8 @@ def _init_state(graphdef, staging, schedule, params, frame_shape) -> ClockState:
     if schedule.theta is None:
         ref = jnp.zeros((0,), jnp.int32)
     else:
-        ref = jnp.zeros(staging.clock_scores(cache).shape[:-1], jnp.int32)
+        signal = jax.eval_shape(functools.partial(clock_signal, staging, schedule), x, cache)
+        ref = jnp.zeros(signal.shape, signal.dtype)
     return ClockState(cache, jnp.zeros((), jnp.int32), ref, jnp.zeros((), jnp.float32))
 
 

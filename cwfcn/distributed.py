@@ -234,6 +234,14 @@ def evaluate_sharded(
     return ShardedEval(np.asarray(hist, np.int64), np.asarray(fired) / frames)
 
 
+class PipelineState(NamedTuple):
+    """`StagePipeline.step`'s carry: the next frame's index and each stage's last output
+    (on that stage's device)."""
+
+    t: int
+    outs: tuple
+
+
 class StagePipeline:
     """A pipelined schedule with each stage on its own device: the stages of a step run
     at the same time, one per device.
@@ -269,24 +277,28 @@ class StagePipeline:
                                                                    outs, hw)[0],
                              static_argnums=2)
 
-    def step(self, cache: tuple | None, frame: jax.Array) -> tuple[tuple, jax.Array]:
-        """One frame `[H, W, 3]`: `(cache, frame) -> (cache, scores [H, W, C])`; start with
-        cache None (frame 0 runs the stages one after another, as `clockwork.run`)."""
+    def step(self, state: PipelineState | None, frame: jax.Array
+             ) -> tuple[PipelineState, jax.Array]:
+        """One frame `[H, W, 3]`: `(state, frame) -> (state, scores [H, W, C])`; start with
+        state None. The pipeline fills as `clockwork.run`'s (`clockwork.fill_lags`): frame 0
+        runs the stages one after another, and each later step lags one more stage."""
+        t = 0 if state is None else state.t
+        lags = clockwork.fill_lags(self.schedule, t)
         x = jax.device_put(jnp.asarray(frame)[None], self.devices[0])
         outs: list = []
         for k, stage in enumerate(self._stages):
-            lagged = cache is not None and self.schedule.lags[k]
-            src = x if k == 0 else (cache[k - 1] if lagged else outs[k - 1])
+            src = x if k == 0 else (state.outs[k - 1] if lags[k] else outs[k - 1])
             outs.append(stage(self._params[k], jax.device_put(src, self.devices[k])))
         on_first = jax.device_put(tuple(outs), self.devices[0])
-        return tuple(outs), self._fuse(self._params[0], on_first, tuple(frame.shape[:2]))
+        scores = self._fuse(self._params[0], on_first, tuple(frame.shape[:2]))
+        return PipelineState(t + 1, tuple(outs)), scores
 
     def run(self, frames: jax.Array | np.ndarray) -> clockwork.RunOutput:
         """A video `[T, H, W, 3]` (preprocessed): `RunOutput` as `clockwork.run` gives it."""
         clockwork._check_frames(frames, 4, "frames")
-        cache, scores = None, []
+        state, scores = None, []
         for frame in frames:
-            cache, s = self.step(cache, frame)
+            state, s = self.step(state, frame)
             scores.append(s)
         t, n = len(frames), len(self._stages)
         return clockwork.RunOutput(jnp.stack(jax.device_put(scores, self.devices[0])),

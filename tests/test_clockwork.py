@@ -126,6 +126,7 @@ def _per_frame_chain(net, frames):
         ("pipeline3", (1, 1, 1), (0, 1, 1), None),
         ("pipeline2", (1, 1, 1), (0, 0, 1), None),
         ("  Alternating ", (1, 1, 2), (0, 0, 0), None),
+        ("adaptive-pixel:0.1", (1, 1, 1), (0, 0, 0), 0.1),
     ],
 )
 def test_parse_schedule(spec, periods, lags, theta):
@@ -139,6 +140,7 @@ def test_parse_schedule(spec, periods, lags, theta):
     else:
         assert s.theta == pytest.approx(theta)
     assert clockwork.parse_schedule(s) is s
+    assert s.signal == ("pixels" if spec.startswith("adaptive-pixel") else "scores")
     hash(s)  # a static jit argument
 
 
@@ -147,7 +149,7 @@ def test_parse_schedule(spec, periods, lags, theta):
     [
         "bogus", "", "periods:0,1,1", "periods:a,b", "periods:1,-2,1", "periods:",
         "periods:1.5,1,1", "adaptive:1.5", "adaptive:-0.1", "adaptive:nan", "adaptive:x",
-        "adaptive:inf", "pipeline4", 3, None,
+        "adaptive:inf", "pipeline4", 3, None, "adaptive-pixel:2", "adaptive-pixels:0.1",
     ],
 )
 def test_parse_schedule_rejects(spec):
@@ -299,17 +301,29 @@ def test_adaptive_change_hand_worked(net):
 
 
 def test_pipeline3_matches_reference(net):
-    """Frame t fuses S1(t), S2(t-1), S3(t-2); frame 0 runs the full net, frame 1 reads
-    frame 0's pool3 (S2) and pool4 (S3)."""
+    """clockwork-fcn's pascal-translate-exp: pipeline_fill_3stage (a full run on frame 0,
+    then a 2-stage step on frame 1), then 3-stage steps, so that frame 2 fuses S1(2),
+    S2(1), S3(1), frame 3 S1(3), S2(2), S3(1), and frame t >= 4 S1(t), S2(t-1), S3(t-2)."""
     chain = _per_frame_chain(net, FRAMES)
     out = clockwork.run(net, FRAMES, "pipeline3")
     assert np.asarray(out.fired).all()
+    s2_of = [0, 1, 1, 2, 3, 4]  # which frame's S2 each frame fuses
+    s3_of = [0, 0, 1, 1, 2, 3]
     for t in range(T):
-        sp3 = chain[t][0]
-        sp4 = chain[max(t - 1, 0)][1]
-        up2 = chain[max(t - 2, 0)][2]
-        expected = np.asarray(net.fuse(sp3, sp4, up2, (H, W)))[0]
+        expected = np.asarray(net.fuse(chain[t][0], chain[s2_of[t]][1], chain[s3_of[t]][2],
+                                       (H, W)))[0]
         _close(out.scores[t], expected, msg=f"frame {t}")
+    # Not the unfilled pipeline, whose frame 2 would fuse S3(0).
+    unfilled = np.asarray(net.fuse(chain[2][0], chain[1][1], chain[0][2], (H, W)))[0]
+    assert _max_diff(out.scores[2], unfilled) > 1e-3
+
+
+def test_fill_lags_turn_on_deepest_first():
+    p3, p2 = clockwork.parse_schedule("pipeline3"), clockwork.parse_schedule("pipeline2")
+    assert [clockwork.fill_lags(p3, t) for t in range(4)] == [
+        (0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 1)]
+    assert [clockwork.fill_lags(p2, t) for t in range(3)] == [(0, 0, 0), (0, 0, 1), (0, 0, 1)]
+    assert clockwork.fill_lags(clockwork.parse_schedule("oracle"), 5) == (0, 0, 0)
 
 
 def test_pipeline2_matches_reference(net):
@@ -323,15 +337,65 @@ def test_pipeline2_matches_reference(net):
 
 
 def test_pipeline3_step_by_step_loop(net):
-    """The same, as a loop of stage calls on the previous step's outputs (cache-based)."""
+    """The same, as the reference's loop of staged forwards on whatever each stage's input
+    blob holds (clockwork-fcn lib/run_net.py: pipeline_fill_3stage, then
+    pipeline_3stage_forward: S3 on the last pool4, S2 on the last pool3, S1 on the frame)."""
     out = clockwork.run(net, FRAMES, "pipeline3")
     s1 = net.stage1(_frame(FRAMES, 0))
     s2 = net.stage2(s1[0])
     s3 = net.stage3(s2[0])
     _close(out.scores[0], np.asarray(net.fuse(s1[1], s2[1], s3, (H, W)))[0])
-    for t in range(1, T):
+    s3 = net.stage3(s2[0])  # frame 1, the 2-stage fill: S3 on frame 0's pool4 first
+    s1 = net.stage1(_frame(FRAMES, 1))
+    s2 = net.stage2(s1[0])
+    _close(out.scores[1], np.asarray(net.fuse(s1[1], s2[1], s3, (H, W)))[0])
+    for t in range(2, T):
         s1, s2, s3 = net.stage1(_frame(FRAMES, t)), net.stage2(s1[0]), net.stage3(s2[0])
         _close(out.scores[t], np.asarray(net.fuse(s1[1], s2[1], s3, (H, W)))[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# the pixel clock (Fig. 7)
+
+
+def test_pixel_clock_fires_on_mean_absolute_pixel_change_since_its_last_firing(net):
+    """S3 fires when mean |frame - frame at the last firing| / 255 >= theta; S1, S2 always."""
+    base = np.full((H, W, 3), 10.0, np.float32)
+    steps = [0.0, 3.0, 6.0, 30.0, 31.0, 45.0]  # brightness offsets, frame by frame
+    frames = np.stack([base + d for d in steps])
+    theta = 20.0 / 255.0
+    out = clockwork.run(net, frames, f"adaptive-pixel:{theta}")
+    # by hand: ref 0 -> 3 (3), 6 (6), 30 (30: fires, ref 30), 31 (1), 45 (15)
+    want_change = np.array([0, 3, 6, 30, 1, 15], np.float32) / 255.0
+    want_fired = [True, False, False, True, False, False]
+    np.testing.assert_allclose(np.asarray(out.change), want_change, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out.fired)[:, 2], want_fired)
+    assert np.asarray(out.fired)[:, :2].all()
+    # Cached S3 from the last firing, fresh S1/S2: the adaptive reference's fusion.
+    chain = _per_frame_chain(net, frames)
+    for t, src in enumerate([0, 0, 0, 3, 3, 3]):
+        expected = np.asarray(net.fuse(chain[t][0], chain[t][1], chain[src][2], (H, W)))[0]
+        _close(out.scores[t], expected, msg=f"frame {t}")
+
+
+def test_pixel_clock_streams_and_batches_as_run(net):
+    frames = ADAPT_FRAMES
+    spec = "adaptive-pixel:0.3"
+    out = clockwork.run(net, frames, spec)
+    assert not np.asarray(out.fired)[:, 2].all() and np.asarray(out.fired)[1:, 2].any()
+    cw = clockwork.Clockwork(net, spec)
+    state = cw.init((H, W, 3))
+    for t in range(T):
+        state, scores, fired = cw.step(state, frames[t])
+        _close(scores, out.scores[t], rel=1e-5)
+        np.testing.assert_array_equal(np.asarray(fired), np.asarray(out.fired[t]))
+    from cwfcn import batched
+
+    both = batched.run_batch(net, np.stack([frames, frames[::-1]]), spec)
+    np.testing.assert_array_equal(np.asarray(both.fired[0]), np.asarray(out.fired))
+    back = clockwork.run(net, frames[::-1], spec)
+    np.testing.assert_array_equal(np.asarray(both.fired[1]), np.asarray(back.fired))
+    _close(both.scores[1], back.scores, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +403,7 @@ def test_pipeline3_step_by_step_loop(net):
 
 
 STREAM_SPECS = ["oracle", "skip", "exponential", "alternating", "adaptive", "pipeline2",
-                "pipeline3"]
+                "pipeline3", "adaptive-pixel:0.25"]
 
 
 @pytest.mark.parametrize("spec", STREAM_SPECS)

@@ -212,12 +212,12 @@ out = {}
 for name in ("pipeline2", "pipeline3"):
     pipe = distributed.StagePipeline(net, name, jax.devices()[1:])
     got, want = pipe.run(frames), clockwork.run(net, frames, name)
-    cache, _ = pipe.step(None, frames[0])
+    state, _ = pipe.step(None, frames[0])
     out[name] = {
         "diff": float(np.abs(np.asarray(got.scores) - np.asarray(want.scores)).max()),
         "scale": float(np.abs(np.asarray(want.scores)).max()),
         "devices": [sorted({str(d) for leaf in jax.tree.leaves(c) for d in leaf.devices()})
-                    for c in cache]}
+                    for c in state.outs]}
 print(json.dumps(out))
 """
 
