@@ -8,6 +8,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.model = ml_collections.ConfigDict()
+    config.model.arch = "fcn8s"  # or a truncated baseline: "pool4", "pool3" (model.ARCHS)
     config.model.num_classes = 21  # PASCAL VOC: background + 20 classes
     config.model.widths = "vgg16"  # or "narrow": same topology, few channels (tests)
     config.model.dropout_rate = 0.5

@@ -40,6 +40,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": (_non_negative, "an int >= 0"),
     "model.num_classes": (lambda c: 1 <= c <= 255, "an int in [1, 255] (255 is the ignore label)"),
     "model.dropout_rate": (lambda r: 0.0 <= r < 1.0, "in [0, 1)"),
+    "model.arch": (lambda a: a in model.ARCHS, f"one of {model.ARCHS}"),
     "data.mean": (lambda m: m in model.MEAN_BGR, f"one of {sorted(model.MEAN_BGR)}"),
     "data.size": (_positive, "an int >= 1 (pixels)"),
     "data.shift": (_non_negative, "an int >= 0 (pixels per frame)"),

@@ -43,6 +43,12 @@ POOL4_CROP, POOL3_CROP, UPSCORE8_CROP = 5, 9, 31
 # bilinearly, mapped back to the input (pool4 -> in = 16 y - 91.5, and a 32/16
 # kernel shifts by 15.5: 107; pool3 -> in = 8 y - 95.5, a 16/8 kernel: 103).
 TRUNC_POOL4_CROP, TRUNC_POOL3_CROP = 107, 103
+# The truncated baselines' upsampling per stages kept: (factor, crop offset) of the fixed
+# bilinear `upscore` (clockwork-fcn nets/net-pool3.py: kernel 16, stride 8; net-pool4.py:
+# kernel 32, stride 16), and the paper's names for them.
+TRUNCATED_UPSCORE = {1: (8, TRUNC_POOL3_CROP), 2: (16, TRUNC_POOL4_CROP)}
+TRUNCATED_NAMES = {1: "pool3", 2: "pool4"}
+ARCHS = ("fcn8s", *TRUNCATED_NAMES.values())  # what `config.model.arch` may name
 
 
 def preprocess(images: jax.Array | np.ndarray, mean_bgr: Sequence[float]) -> jax.Array:
@@ -285,6 +291,73 @@ def _crop(x: jax.Array, offset: int, hw: tuple[int, int]) -> jax.Array:
     return x[:, offset : offset + hw[0], offset : offset + hw[1]]
 
 
+def vgg_pool3(net: nnx.Module, frames: jax.Array) -> jax.Array:
+    """conv1_1 .. pool3 of a VGG16 trunk with Caffe's 100-px pad, on the narrower pads of
+    `border_plan` (exactly the same maps, for a third less work).
+
+    Args:
+      net: a module with `conv1_1` .. `conv3_3` (`FCN8s`, `TruncatedFCN`).
+      frames: float32 `[N, H, W, 3]`, preprocessed.
+
+    Returns:
+      pool3 `[N, h3, w3, c3]`.
+    """
+    plans = [border_plan(n) for n in frames.shape[1:3]]  # per axis: H, W
+    pads = [(p, p) for p, _, _ in plans]
+    kernel, bias = net.conv1_1.kernel[...], net.conv1_1.bias[...]
+    dtype = jnp.result_type(frames, kernel)  # as nnx.Conv: the common dtype
+    x = jax.lax.conv_general_dilated(  # conv1_1, on the narrower pad (see border_plan)
+        frames.astype(dtype), kernel.astype(dtype), (1, 1), pads,
+        dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias.astype(dtype)
+    blocks = ((net.conv1_2,), (net.conv2_1, net.conv2_2),
+              (net.conv3_1, net.conv3_2, net.conv3_3))
+    x = jax.nn.relu(x)
+    for b, block in enumerate(blocks):
+        for layer in block:
+            x = jax.nn.relu(layer(x))
+        x = max_pool_ceil(x)
+        if b:  # after pool2 and pool3: back to the maps of a wider pad
+            for axis, plan in ((1, plans[0]), (2, plans[1])):
+                x = _widen(x, axis, *plan[b])
+    return x
+
+
+def vgg_pool3_dense(net: nnx.Module, frames: jax.Array) -> jax.Array:
+    """conv1_1 .. pool3 as the Caffe net computes it: conv1_1 on the full 100-px pad, no
+    shortcut. The same maps as `vgg_pool3`, at the dense cost (for counting the paper's
+    FLOPs, `cost.stage_flops(dense=True)`, and for checking the shortcut)."""
+    x = frames
+    for block in ((net.conv1_1, net.conv1_2), (net.conv2_1, net.conv2_2),
+                  (net.conv3_1, net.conv3_2, net.conv3_3)):
+        for layer in block:
+            x = jax.nn.relu(layer(x))
+        x = max_pool_ceil(x)
+    return x
+
+
+def vgg_pool4(net: nnx.Module, pool3: jax.Array) -> jax.Array:
+    """conv4_1 .. pool4 of a module with `conv4_1` .. `conv4_3`: `[N, h3, w3, c3] ->
+    [N, h4, w4, c4]`."""
+    x = pool3
+    for layer in (net.conv4_1, net.conv4_2, net.conv4_3):
+        x = jax.nn.relu(layer(x))
+    return max_pool_ceil(x)
+
+
+def _vgg_convs(widths: Sequence[int], blocks: int, rngs: nnx.Rngs) -> dict[str, nnx.Conv]:
+    """The 3x3 convolutions of VGG16's first `blocks` blocks, by Caffe name (conv1_1 padded
+    by 100, as FCN)."""
+    sizes = (2, 2, 3, 3, 3)
+    convs, cin = {}, 3
+    for b in range(blocks):
+        for i in range(sizes[b]):
+            pad = 100 if (b, i) == (0, 0) else 1
+            convs[f"conv{b + 1}_{i + 1}"] = nnx.Conv(cin, widths[b], (3, 3), padding=pad,
+                                                     rngs=rngs)
+            cin = widths[b]
+    return convs
+
+
 class FCN8s(nnx.Module):
     """FCN-8s, VGG16 trunk, as the Caffe net of the paper.
 
@@ -300,6 +373,7 @@ class FCN8s(nnx.Module):
     """
 
     staging: Staging  # set below the class: how the clockwork engine calls the stages
+    dense_staging: Staging  # the same stages without the border shortcut (cost counting)
 
     def __init__(
         self,
@@ -311,14 +385,9 @@ class FCN8s(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.num_classes = num_classes
-        w1, w2, w3, w4, w5, wfc = widths
-        conv = functools.partial(nnx.Conv, kernel_size=(3, 3), padding=1, rngs=rngs)
-        self.conv1_1 = nnx.Conv(3, w1, (3, 3), padding=100, rngs=rngs)
-        self.conv1_2 = conv(w1, w1)
-        self.conv2_1, self.conv2_2 = conv(w1, w2), conv(w2, w2)
-        self.conv3_1, self.conv3_2, self.conv3_3 = conv(w2, w3), conv(w3, w3), conv(w3, w3)
-        self.conv4_1, self.conv4_2, self.conv4_3 = conv(w3, w4), conv(w4, w4), conv(w4, w4)
-        self.conv5_1, self.conv5_2, self.conv5_3 = conv(w4, w5), conv(w5, w5), conv(w5, w5)
+        _, _, w3, w4, w5, wfc = widths
+        for name, conv in _vgg_convs(widths, 5, rngs).items():
+            setattr(self, name, conv)
         self.fc6 = nnx.Conv(w5, wfc, (7, 7), padding="VALID", rngs=rngs)
         self.fc7 = nnx.Conv(wfc, wfc, (1, 1), rngs=rngs)
         self.drop6 = nnx.Dropout(dropout_rate)
@@ -344,23 +413,7 @@ class FCN8s(nnx.Module):
         Returns:
           pool3 `[N, h3, w3, w3c]` and score_pool3 `[N, h3, w3, C]`, uncropped.
         """
-        plans = [border_plan(n) for n in frames.shape[1:3]]  # per axis: H, W
-        pads = [(p, p) for p, _, _ in plans]
-        kernel, bias = self.conv1_1.kernel[...], self.conv1_1.bias[...]
-        dtype = jnp.result_type(frames, kernel)  # as nnx.Conv: the common dtype
-        x = jax.lax.conv_general_dilated(  # conv1_1, on the narrower pad (see border_plan)
-            frames.astype(dtype), kernel.astype(dtype), (1, 1), pads,
-            dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias.astype(dtype)
-        blocks = ((self.conv1_2,), (self.conv2_1, self.conv2_2),
-                  (self.conv3_1, self.conv3_2, self.conv3_3))
-        x = jax.nn.relu(x)
-        for b, block in enumerate(blocks):
-            for layer in block:
-                x = jax.nn.relu(layer(x))
-            x = max_pool_ceil(x)
-            if b:  # after pool2 and pool3: back to the maps of a wider pad
-                for axis, plan in ((1, plans[0]), (2, plans[1])):
-                    x = _widen(x, axis, *plan[b])
+        x = vgg_pool3(self, frames)
         return x, pointwise(x, self.score_pool3)
 
     def stage2(self, pool3: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -372,10 +425,7 @@ class FCN8s(nnx.Module):
         Returns:
           pool4 `[N, h4, w4, c4]` and score_pool4 `[N, h4, w4, C]`, uncropped.
         """
-        x = pool3
-        for layer in (self.conv4_1, self.conv4_2, self.conv4_3):
-            x = jax.nn.relu(layer(x))
-        x = max_pool_ceil(x)
+        x = vgg_pool4(self, pool3)
         return x, pointwise(x, self.score_pool4)
 
     def stage3(self, pool4: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
@@ -388,6 +438,11 @@ class FCN8s(nnx.Module):
         Returns:
           upscore2 `[N, 2 * h6 + 2, 2 * w6 + 2, C]` with h6 = ceil(h4 / 2) - 6.
         """
+        return deconv(self.score_fr_map(pool4, dropout_key), self.upscore2[...], 2)
+
+    def score_fr_map(self, pool4: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """conv5_1 .. pool5, fc6, fc7, score_fr: `[N, h4, w4, c4] -> [N, h6, w6, C]`,
+        h6 = ceil(h4 / 2) - 6 (S3 before its upsampling)."""
         x = pool4
         for layer in (self.conv5_1, self.conv5_2, self.conv5_3):
             x = jax.nn.relu(layer(x))
@@ -397,7 +452,22 @@ class FCN8s(nnx.Module):
         x = self.drop6(jax.nn.relu(fc6), deterministic=dropout_key is None, rngs=keys[0])
         x = jax.nn.relu(pointwise(x, self.fc7))
         x = self.drop7(x, deterministic=dropout_key is None, rngs=keys[1])
-        return deconv(pointwise(x, self.score_fr), self.upscore2[...], 2)
+        return pointwise(x, self.score_fr)
+
+    def score_layers(self, frames: jax.Array) -> dict[str, jax.Array]:
+        """The net's score layers on `frames` `[N, H, W, 3]`, as Table 1 compares them.
+
+        Returns:
+          {"score_pool3": `[N, h3, w3, C]`, "score_pool4": `[N, h4, w4, C]` (both
+          uncropped), "score_fr": `[N, h6, w6, C]`, "score": `[N, H, W, C]` (the output)}.
+        """
+        pool3, score_pool3 = self.stage1(frames)
+        pool4, score_pool4 = self.stage2(pool3)
+        score_fr = self.score_fr_map(pool4)
+        upscore2 = deconv(score_fr, self.upscore2[...], 2)
+        score = self.fuse(score_pool3, score_pool4, upscore2, frames.shape[1:3])
+        return {"score_pool3": score_pool3, "score_pool4": score_pool4, "score_fr": score_fr,
+                "score": score}
 
     def fuse(
         self,
@@ -435,30 +505,98 @@ class FCN8s(nnx.Module):
         upscore2 = self.stage3(pool4, dropout_key)
         return self.fuse(score_pool3, score_pool4, upscore2, frames.shape[1:3])
 
-    def truncated(self, frames: jax.Array, stages: int) -> jax.Array:
-        """The paper's latency baselines: the net cut after S1 ("pool3") or S2 ("pool4").
+    def truncated(self, frames: jax.Array, stages: int, *, dense: bool = False) -> jax.Array:
+        """FCN-8s cut after S1 or S2: a stand-in for the paper's latency baselines.
 
-        The kept stage's score layer is upsampled bilinearly to the input (x8 from
-        score_pool3, x16 from score_pool4), with no deeper stage computed.
+        The kept stage's skip score layer is upsampled bilinearly to the input (x8 from
+        score_pool3, x16 from score_pool4), with no deeper stage computed. The paper's
+        baselines are separately trained nets (`TruncatedFCN`); these use FCN-8s's own
+        skip scores, which were trained to be summed with the deeper ones.
 
         Args:
           frames: float32 `[N, H, W, 3]`.
           stages: 1 (score from pool3) or 2 (score from pool4).
+          dense: conv1_1 on the full pad as Caffe (`vgg_pool3_dense`): the same scores at
+            the dense cost, for counting it.
 
         Returns:
           float32 scores `[N, H, W, C]`.
         """
-        pool3, score_pool3 = self.stage1(frames)
-        hw = frames.shape[1:3]
-        if stages == 1:
-            return upsample_crop(score_pool3, 8, TRUNC_POOL3_CROP, hw)
+        if stages not in TRUNCATED_UPSCORE:
+            raise ValueError(f"truncated(stages={stages}): use 1 (pool3) or 2 (pool4)")
+        pool3 = (vgg_pool3_dense if dense else vgg_pool3)(self, frames)
+        score = pointwise(pool3, self.score_pool3)
         if stages == 2:
-            return upsample_crop(self.stage2(pool3)[1], 16, TRUNC_POOL4_CROP, hw)
-        raise ValueError(f"truncated(stages={stages}): use 1 (pool3) or 2 (pool4)")
+            score = self.stage2(pool3)[1]
+        factor, offset = TRUNCATED_UPSCORE[stages]
+        return upsample_crop(score, factor, offset, frames.shape[1:3])
+
+
+
+class TruncatedFCN(nnx.Module):
+    """The paper's latency baselines as the separately trained nets they are.
+
+    clockwork-fcn's nets/net-pool3.py and net-pool4.py (weights voc-fcn-pool3.caffemodel,
+    voc-fcn-pool4.caffemodel): VGG16's conv1_1 .. pool3 (stages=1) or .. pool4 (stages=2)
+    with the FCN-8s trunk's padding, a 1x1 `score_fr` on that pool, a fixed bilinear
+    `upscore` (x8, kernel 16 / x16, kernel 32; lr_mult 0) and a crop back to the input.
+    Layer names are the Caffe ones, so `weights.load` fills it from those files.
+
+    Args:
+      stages: 1 (the "pool3" net) or 2 (the "pool4" net): the FCN-8s stages it keeps.
+      num_classes: C.
+      widths: as `FCN8s` (only the first `stages + 2` blocks are used).
+      zero_init_scores: zero-initialise `score_fr` (as FCN when fine-tuning).
+      rngs: `nnx.Rngs` for initialisation.
+    """
+
+    def __init__(
+        self,
+        stages: int,
+        num_classes: int = 21,
+        *,
+        widths: Sequence[int] = VGG16_WIDTHS,
+        zero_init_scores: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        if stages not in TRUNCATED_UPSCORE:
+            raise ValueError(f"TruncatedFCN(stages={stages!r}): use 1 (the pool3 net) or 2 "
+                             "(the pool4 net)")
+        self.stages = stages
+        self.num_classes = num_classes
+        for name, conv in _vgg_convs(widths, stages + 2, rngs).items():
+            setattr(self, name, conv)
+        init = nnx.initializers.zeros if zero_init_scores else nnx.initializers.normal(0.01)
+        self.score_fr = nnx.Conv(widths[stages + 1], num_classes, (1, 1), kernel_init=init,
+                                 rngs=rngs)
+
+    @property
+    def name(self) -> str:
+        """"pool3" or "pool4", as the paper's tables call it."""
+        return TRUNCATED_NAMES[self.stages]
+
+    def __call__(self, frames: jax.Array, dropout_key: jax.Array | None = None, *,
+                 dense: bool = False) -> jax.Array:
+        """float32 `[N, H, W, 3]` -> scores `[N, H, W, C]` (no dropout: none in these nets).
+
+        `dense`: conv1_1 on the full pad as Caffe (`vgg_pool3_dense`), the same scores at the
+        dense cost, for counting it.
+        """
+        del dropout_key
+        x = (vgg_pool3_dense if dense else vgg_pool3)(self, frames)
+        if self.stages == 2:
+            x = vgg_pool4(self, x)
+        factor, offset = TRUNCATED_UPSCORE[self.stages]
+        return upsample_crop(pointwise(x, self.score_fr), factor, offset, frames.shape[1:3])
 
 
 def _stage1(net: FCN8s, frames: jax.Array):
     return net.stage1(frames)
+
+
+def _stage1_dense(net: FCN8s, frames: jax.Array):
+    pool3 = vgg_pool3_dense(net, frames)
+    return pool3, pointwise(pool3, net.score_pool3)
 
 
 def _stage2(net: FCN8s, s1_out):
@@ -481,6 +619,11 @@ def _clock_scores(outs):
 
 FCN8s.staging = Staging(
     stages=(_stage1, _stage2, _stage3), fuse=_fuse, clock_scores=_clock_scores
+)
+# The same stages as the Caffe net computes them (S1 on the full pad): what the paper's
+# cost counts (`cost.stage_flops(..., dense=True)`).
+FCN8s.dense_staging = Staging(
+    stages=(_stage1_dense, _stage2, _stage3), fuse=_fuse, clock_scores=_clock_scores
 )
 
 narrow_fcn8s = functools.partial(FCN8s, widths=NARROW_WIDTHS, zero_init_scores=False)

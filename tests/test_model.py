@@ -416,3 +416,43 @@ def test_border_plan_lands_on_the_caffe_pad(n):
     p, (e2, *_), (e3, *_) = model.border_plan(n)
     assert p + 4 * e2 + 8 * e3 == model.CAFFE_PAD
     assert p < 60  # the shortcut really narrows the border (about 40% less S1 work)
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_truncated_fcn_by_hand(stages):
+    """nets/net-pool3.py, net-pool4.py: the trunk to pool3 (pool4), score_fr on it, a fixed
+    bilinear upscore (x8 kernel 16 / x16 kernel 32) and the crop (103 / 107)."""
+    net = model.TruncatedFCN(stages, C, widths=model.NARROW_WIDTHS, zero_init_scores=False,
+                             rngs=nnx.Rngs(2))
+    assert not hasattr(net, f"conv{stages + 3}_1")  # nothing past its pool
+    assert net.name == ("pool3", "pool4")[stages - 1]
+    x = jnp.asarray(FRAMES[(1, 23, 30)])
+    pool = np.asarray(_dense_stage1(net, x))
+    if stages == 2:
+        y = jnp.asarray(pool)
+        for layer in (net.conv4_1, net.conv4_2, net.conv4_3):
+            y = jax.nn.relu(layer(y))
+        pool = _np_max_pool_ceil(np.asarray(y))
+    score = pool @ np.asarray(net.score_fr.kernel[0, 0]) + np.asarray(net.score_fr.bias)
+    factor, offset = (8, 103) if stages == 1 else (16, 107)
+    want = _np_upsample_crop(score, factor, offset, (23, 30))
+    _close(net(x), want, rel=1e-5)
+    _close(net(x, dense=True), want, rel=1e-5)
+
+
+def test_truncated_fcn_takes_one_or_two_stages():
+    for stages in (0, 3):
+        with pytest.raises(ValueError, match=r"use 1 .* or 2"):
+            model.TruncatedFCN(stages, C, widths=model.NARROW_WIDTHS, rngs=nnx.Rngs(0))
+
+
+def test_score_layers_are_the_nets_own(net):
+    x = jnp.asarray(FRAMES[(1, 23, 30)])
+    layers = net.score_layers(x)
+    pool3, sp3 = net.stage1(x)
+    pool4, sp4 = net.stage2(pool3)
+    _close(layers["score_pool3"], sp3, rel=1e-6)
+    _close(layers["score_pool4"], sp4, rel=1e-6)
+    _close(layers["score"], net(x), rel=1e-5)
+    up = np.asarray(model.deconv(layers["score_fr"], net.upscore2[...], 2))
+    _close(up, net.stage3(pool4), rel=1e-5)

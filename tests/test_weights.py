@@ -35,28 +35,44 @@ def _net(num_classes: int = C, seed: int = 0) -> model.FCN8s:
     return model.narrow_fcn8s(num_classes=num_classes, rngs=nnx.Rngs(seed))
 
 
-def _kernel(net: model.FCN8s, name: str) -> np.ndarray:
+def _trunc(stages: int, num_classes: int = C, seed: int = 0) -> model.TruncatedFCN:
+    """A narrow truncated baseline (the pool3 / pool4 net), random non-zero score_fr."""
+    return model.TruncatedFCN(
+        stages,
+        num_classes,
+        widths=model.NARROW_WIDTHS,
+        zero_init_scores=False,
+        rngs=nnx.Rngs(seed),
+    )
+
+
+def _layers_of(net: weights.Net) -> tuple[str, ...]:
+    """The FCN-8s layers with parameters that `net` has."""
+    return tuple(n for n in weights.PARAM_LAYERS if hasattr(net, n))
+
+
+def _kernel(net: weights.Net, name: str) -> np.ndarray:
     layer = getattr(net, name)
     return np.asarray(layer[...] if isinstance(layer, nnx.Variable) else layer.kernel[...])
 
 
-def _bias(net: model.FCN8s, name: str) -> np.ndarray:
+def _bias(net: weights.Net, name: str) -> np.ndarray:
     return np.asarray(getattr(net, name).bias[...])
 
 
-def _params(net: model.FCN8s) -> dict[str, np.ndarray]:
+def _params(net: weights.Net) -> dict[str, np.ndarray]:
     out = {}
-    for name in weights.PARAM_LAYERS:
+    for name in _layers_of(net):
         out[f"{name}.kernel"] = _kernel(net, name)
         if name not in ("upscore2", "upscore_pool4"):
             out[f"{name}.bias"] = _bias(net, name)
     return out
 
 
-def _caffe_shapes(net: model.FCN8s) -> dict[str, tuple[int, ...]]:
+def _caffe_shapes(net: weights.Net) -> dict[str, tuple[int, ...]]:
     """Each conv layer's weight shape in Caffe/ONNX/torch layout `[Cout, Cin, kh, kw]`."""
     shapes = {}
-    for name in weights.VGG_CONVS + weights.FCS + ("score_fr", "score_pool4", "score_pool3"):
+    for name in (n for n in _layers_of(net) if n not in ("upscore2", "upscore_pool4")):
         kh, kw, cin, cout = _kernel(net, name).shape
         shapes[name] = (cout, cin, kh, kw)
     return shapes
@@ -459,6 +475,7 @@ V1_NAMES = {
     "Deconvolution": "DECONVOLUTION",
     "InnerProduct": "INNER_PRODUCT",
     "ReLU": "RELU",
+    "Power": "POWER",
 }
 
 
@@ -483,16 +500,17 @@ def _write_caffemodel(path: Path, layers: Sequence[tuple[str, str, Sequence]], v
     path.write_bytes(net.SerializeToString())
 
 
+def _random_layers(net, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """[weight, bias] of every conv / score layer of `net`, random, in Caffe layout."""
+    return {name: [rng.normal(0, 0.3, shape).astype(np.float32),
+                   rng.normal(0, 0.1, shape[0]).astype(np.float32)]
+            for name, shape in _caffe_shapes(net).items()}
+
+
 def _fcn_caffe_arrays(net: model.FCN8s, seed: int) -> dict[str, list[np.ndarray]]:
     """Random FCN-8s blobs in Caffe layout for `net`'s shapes: [weight, bias] per layer."""
     rng = np.random.default_rng(seed)
-    out = {
-        name: [
-            rng.normal(0, 0.3, shape).astype(np.float32),
-            rng.normal(0, 0.1, shape[0]).astype(np.float32),
-        ]
-        for name, shape in _caffe_shapes(net).items()
-    }
+    out = _random_layers(net, rng)
     c = net.num_classes
     out["upscore2"] = [rng.normal(size=(c, c, 4, 4)).astype(np.float32)]
     out["upscore_pool4"] = [rng.normal(size=(c, 1, 4, 4)).astype(np.float32)]  # grouped
@@ -506,6 +524,9 @@ def _caffe_layers(arrays: Mapping[str, list], names: Mapping[str, str] | None = 
         "upscore2": "Deconvolution",
         "upscore_pool4": "Deconvolution",
         "upscore8": "Deconvolution",
+        "upscore": "Deconvolution",
+        "scale_pool4": "Scale",
+        "scale_pool3": "Scale",
     }
     names = names or {}
     return [(names.get(n, n), kinds.get(n, "Convolution"), blobs) for n, blobs in arrays.items()]
@@ -608,6 +629,265 @@ def test_caffemodel_vgg16_classifier_loads_trunk_and_fcs(tmp_path):
     _write_caffemodel(tmp_path / "vgg16.caffemodel", _caffe_layers(arrays), v1=False)
     report = weights.load(net, tmp_path / "vgg16.caffemodel")
     assert report.loaded == weights.VGG_CONVS + weights.FCS and report.kept == weights.HEAD
+
+
+def test_caffemodel_vgg16_classifier_fc8_is_ignored_with_a_note(tmp_path):
+    net = _net()
+    arrays = {k: v for k, v in _fcn_caffe_arrays(net, 15).items() if k in weights.VGG_CONVS}
+    arrays |= {k: v for k, v in _fcn_caffe_arrays(net, 15).items() if k in weights.FCS}
+    arrays["fc8"] = [np.ones((10, 32), np.float32), np.ones(10, np.float32)]  # 1000-way scores
+    layers = [(n, "InnerProduct" if n == "fc8" else t, b) for n, t, b in _caffe_layers(arrays)]
+    _write_caffemodel(tmp_path / "VGG_ILSVRC_16_layers.caffemodel", layers, v1=True)
+    report = weights.load(net, tmp_path / "VGG_ILSVRC_16_layers.caffemodel")
+    assert report.loaded == weights.VGG_CONVS + weights.FCS and report.kept == weights.HEAD
+    assert "not used by this net (FCN-8s): fc8" in report.notes
+
+
+def test_caffemodel_unknown_weighted_layers_are_errors_naming_them(tmp_path):
+    net = _net()
+    arrays = _fcn_caffe_arrays(net, 16)
+    before = _params(net)
+    cases = {
+        "mystery_conv": (
+            "Convolution",
+            False,
+            r"'mystery_conv' \(Convolution, weights.*would be lost",
+        ),
+        "mystery_power": (
+            "Power",
+            True,
+            r"'mystery_power' \(POWER, weights.*would be lost",
+        ),  # a V1 type
+        "scale_conv5": (
+            "Scale",
+            False,
+            r"'scale_conv5' \(Scale.*would be lost.*scale_pool4 and scale_pool3",
+        ),
+    }
+    for name, (ltype, v1, pattern) in cases.items():
+        layers = [*_caffe_layers(arrays), (name, ltype, [np.ones((C, 32, 1, 1), np.float32)])]
+        path = tmp_path / f"{name}.caffemodel"
+        _write_caffemodel(path, layers, v1=v1)
+        with pytest.raises(ValueError, match=rf"{name}\.caffemodel.*{pattern}"):
+            weights.load(net, path)
+    assert all(np.array_equal(v, _params(net)[k]) for k, v in before.items())  # untouched
+    # An at-once Scale needs the score layer it is folded into.
+    vgg = {k: v for k, v in arrays.items() if k in weights.VGG_CONVS + weights.FCS}
+    vgg["scale_pool4"] = [np.ones(16, np.float32)]
+    _write_caffemodel(tmp_path / "lone.caffemodel", _caffe_layers(vgg), v1=False)
+    with pytest.raises(ValueError, match=r"lone\.caffemodel.*'scale_pool4'.*no score_pool4"):
+        weights.load(net, tmp_path / "lone.caffemodel")
+
+
+def test_caffemodel_atonce_scales_fold_into_the_score_layers(tmp_path):
+    net = _net()
+    arrays = _fcn_caffe_arrays(net, 17)
+    rng = np.random.default_rng(18)
+    s4 = rng.uniform(0.005, 0.02, 16).astype(np.float32)  # ~ the at-once constant 0.01
+    s3 = rng.uniform(0.5, 2.0, 8).astype(np.float32)
+    c3 = rng.normal(0, 1.0, 8).astype(np.float32)  # a Scale with bias_term
+    layers = _caffe_layers(arrays)
+    at = [n for n, _, _ in layers].index("score_fr")
+    layers[at:at] = [  # legacy (1, 1, 1, c) blobs for scale_pool4, as old Caffe wrote them
+        ("scale_pool4", "Scale", [_legacy_blob(s4)]),
+        ("scale_pool3", "Scale", [s3, c3]),
+    ]
+    _write_caffemodel(tmp_path / "fcn8s-atonce-pascal.caffemodel", layers, v1=False)
+    report = weights.load(net, tmp_path / "fcn8s-atonce-pascal.caffemodel")
+    assert report.loaded == weights.PARAM_LAYERS
+    assert any("scale_pool4" in n and "folded into score_pool4" in n for n in report.notes)
+    assert any("scale_pool3" in n and "with a bias" in n for n in report.notes)
+    # The Caffe net, by hand: the Scale on the pool, then the written score layer.
+    frames = jnp.asarray(np.random.default_rng(19).normal(0, 50, (1, 20, 24, 3)), jnp.float32)
+    pool3, score_pool3 = net.stage1(frames)
+    pool4, score_pool4 = net.stage2(pool3)
+    (w4, b4), (w3, b3) = arrays["score_pool4"], arrays["score_pool3"]
+    ref4 = (np.asarray(pool4, np.float64) * s4) @ w4[:, :, 0, 0].T + b4
+    ref3 = (np.asarray(pool3, np.float64) * s3 + c3) @ w3[:, :, 0, 0].T + b3
+    _close_to_scale(score_pool4, ref4, 1e-5)
+    _close_to_scale(score_pool3, ref3, 1e-5)
+    hw = frames.shape[1:3]
+    sp3, sp4 = jnp.asarray(ref3, jnp.float32), jnp.asarray(ref4, jnp.float32)
+    ref = net.fuse(sp3, sp4, net.stage3(pool4), hw)
+    _close_to_scale(net(frames), np.asarray(ref, np.float64), 1e-5)
+    # A scale of the wrong length names the Scale layer and both shapes.
+    layers[at] = ("scale_pool4", "Scale", [s3])
+    _write_caffemodel(tmp_path / "bad-scale.caffemodel", layers, v1=False)
+    with pytest.raises(ValueError, match=r"bad-scale\.caffemodel.*scale_pool4.*\(16,\).*\(8,\)"):
+        weights.load(_net(), tmp_path / "bad-scale.caffemodel")
+
+
+# ------------------------------------------------- the truncated baselines (pool3, pool4)
+
+# (upsampling factor, crop offset) of clockwork-fcn's net-pool3.py / net-pool4.py: Deconvolution
+# kernel 16 stride 8 / kernel 32 stride 16, Crop offsets from Caffe's coordinate maps.
+TRUNCATED = {1: (8, 103), 2: (16, 107)}
+
+
+def _bilinear_upscore(c: int, k: int, grouped: bool = False) -> np.ndarray:
+    """FCN's surgery.interp kernel in Caffe layout: `[C, C, k, k]` with upsample_filt(k) on
+    the diagonal (or grouped `[C, 1, k, k]`)."""
+    factor = (k + 1) // 2
+    center = factor - 1 if k % 2 == 1 else factor - 0.5
+    og = np.ogrid[:k, :k]
+    filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+    if grouped:
+        return np.broadcast_to(filt, (c, 1, k, k)).astype(np.float32)
+    w = np.zeros((c, c, k, k), np.float32)
+    w[range(c), range(c)] = filt
+    return w
+
+
+def _trunc_caffe_arrays(net: model.TruncatedFCN, seed: int) -> dict[str, list[np.ndarray]]:
+    """Random blobs of a truncated net's .caffemodel for `net`'s shapes, bilinear upscore."""
+    out = _random_layers(net, np.random.default_rng(seed))
+    out["upscore"] = [_bilinear_upscore(net.num_classes, 2 * TRUNCATED[net.stages][0])]
+    return out
+
+
+def _np_deconv(x: np.ndarray, w: np.ndarray, stride: int) -> np.ndarray:
+    """Caffe's Deconvolution, no padding: x `[h, w, Cin]`, w `[Cin, Cout, k, k]` ->
+    `[(h - 1) s + k, (w - 1) s + k, Cout]`, out[s i + a, s j + b] += x[i, j] . w[:, :, a, b]."""
+    h, wd, _ = x.shape
+    k = w.shape[2]
+    out = np.zeros(((h - 1) * stride + k, (wd - 1) * stride + k, w.shape[1]))
+    for a in range(k):
+        for b in range(k):
+            out[a : a + (h - 1) * stride + 1 : stride, b : b + (wd - 1) * stride + 1 : stride] += (
+                x @ w[:, :, a, b]
+            )
+    return out
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_caffemodel_truncated_baseline_reproduces_its_caffe_net(tmp_path, stages):
+    net = _trunc(stages)
+    arrays = _trunc_caffe_arrays(net, 20 + stages)
+    name = ("pool3", "pool4")[stages - 1]
+    path = tmp_path / f"voc-fcn-{name}.caffemodel"
+    _write_caffemodel(path, _caffe_layers(arrays), v1=stages == 2)
+    report = weights.load(net, path)
+    convs = tuple(n for n in weights.VGG_CONVS if int(n[4]) <= stages + 2)
+    assert report.loaded == (*convs, "score_fr") and report.kept == ()
+    assert any(n.startswith("upscore ('upscore') checked") for n in report.notes)
+    for layer in (*convs, "score_fr"):
+        w, b = arrays[layer]
+        np.testing.assert_array_equal(_kernel(net, layer), w.transpose(2, 3, 1, 0), err_msg=layer)
+        np.testing.assert_array_equal(_bias(net, layer), b, err_msg=layer)
+    # The Caffe net by hand from the written arrays: score_fr on the pool, upscore, crop.
+    frames = jnp.asarray(np.random.default_rng(22).normal(0, 50, (1, 20, 24, 3)), jnp.float32)
+    pool = model.vgg_pool3(net, frames)
+    if stages == 2:
+        pool = model.vgg_pool4(net, pool)
+    w, b = arrays["score_fr"]
+    score = np.asarray(pool[0], np.float64) @ w[:, :, 0, 0].T + b
+    factor, crop = TRUNCATED[stages]
+    up = _np_deconv(score, arrays["upscore"][0], factor)[crop : crop + 20, crop : crop + 24]
+    _close_to_scale(net(frames)[0], up, 1e-5)
+
+
+def test_caffemodel_truncated_mismatches_name_layer_and_shapes(tmp_path):
+    files = {}
+    for stages, name in ((1, "pool3"), (2, "pool4")):
+        files[stages] = tmp_path / f"voc-fcn-{name}.caffemodel"
+        _write_caffemodel(
+            files[stages], _caffe_layers(_trunc_caffe_arrays(_trunc(stages), 23)), False
+        )
+    net = _trunc(1)
+    before = _params(net)
+    with pytest.raises(
+        ValueError,
+        match=r"pool4\.caffemodel: is the pool4 baseline.*\(5, 5, 32, 32\).*stages=1.*"
+        r"\(5, 5, 16, 16\).*TruncatedFCN\(stages=2",
+    ):
+        weights.load(net, files[2])
+    with pytest.raises(ValueError, match=r"pool3 baseline.*TruncatedFCN\(stages=1"):
+        weights.load(_trunc(2), files[1])
+    # Another class count: score_fr, with both shapes (narrow pool3 has 8 channels).
+    arrays = _trunc_caffe_arrays(_trunc(1, num_classes=21), 24)
+    _write_caffemodel(tmp_path / "c21.caffemodel", _caffe_layers(arrays), v1=False)
+    with pytest.raises(
+        ValueError, match=r"c21\.caffemodel.*score_fr.*\(1, 1, 8, 5\).*\(1, 1, 8, 21\)"
+    ):
+        weights.load(net, tmp_path / "c21.caffemodel")
+    # upscore: another kernel size, a learned kernel, a bias: errors naming the layer.
+    arrays = _trunc_caffe_arrays(net, 25)
+    bad = {
+        "k32": [_bilinear_upscore(C, 32)],
+        "learned": [_bilinear_upscore(C, 16) * 1.1],
+        "bias": [_bilinear_upscore(C, 16), np.full(C, 0.5, np.float32)],
+    }
+    patterns = {
+        "k32": r"upscore.*\(5, 5, 16, 16\).*\(5, 5, 32, 32\)",
+        "learned": r"'upscore' \(upscore, weight \(5, 5, 16, 16\)\) is not the per-class "
+        r"bilinear x8.*upscore is fixed",
+        "bias": r"'upscore'.*is not the per-class bilinear x8",
+    }
+    for case, blobs in bad.items():
+        _write_caffemodel(
+            tmp_path / f"{case}.caffemodel", _caffe_layers(arrays | {"upscore": blobs}), False
+        )
+        with pytest.raises(ValueError, match=rf"{case}\.caffemodel.*{patterns[case]}"):
+            weights.load(net, tmp_path / f"{case}.caffemodel")
+    assert all(np.array_equal(v, _params(net)[k]) for k, v in before.items())  # untouched
+    # A grouped bilinear kernel [C, 1, 16, 16] is the same fixed upsampler.
+    grouped = arrays | {"upscore": [_bilinear_upscore(C, 16, grouped=True)]}
+    _write_caffemodel(tmp_path / "grouped.caffemodel", _caffe_layers(grouped), v1=False)
+    assert weights.load(net, tmp_path / "grouped.caffemodel").kept == ()
+
+
+def test_caffemodel_truncated_file_into_fcn8s_is_refused(tmp_path):
+    for stages, name in ((1, "pool3"), (2, "pool4")):
+        path = tmp_path / f"voc-fcn-{name}.caffemodel"
+        _write_caffemodel(path, _caffe_layers(_trunc_caffe_arrays(_trunc(stages), 26)), False)
+        with pytest.raises(
+            ValueError,
+            match=rf"{name}\.caffemodel: is the {name} baseline.*not an FCN-8s.*"
+            rf"model\.TruncatedFCN\(stages={stages}",
+        ):
+            weights.load(_net(), path)
+
+
+def _write_source(tmp_path: Path, suffix: str) -> Path:
+    """A file of each kind for the narrow widths: an FCN-8s .caffemodel (21 classes, as
+    VOC's), the ONNX VGG16 trunk, a torchvision VGG16 .pth."""
+    path = tmp_path / f"source{suffix}"
+    if suffix == ".caffemodel":
+        _write_caffemodel(path, _caffe_layers(_fcn_caffe_arrays(_net(num_classes=21), 27)), False)
+    elif suffix == ".onnx":
+        _write_vgg_onnx(path, _random_convs(_net(), 28))
+    else:
+        _write_pth(path, *_contiguous(_torchvision_arrays(_net(), 29)))
+    return path
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("suffix", [".caffemodel", ".onnx", ".pth"])
+def test_vgg16_and_fcn8s_files_fill_a_truncated_nets_convolutions(tmp_path, suffix, stages):
+    path = _write_source(tmp_path, suffix)
+    full = _net(num_classes=21 if suffix == ".caffemodel" else C)
+    weights.load(full, path)  # the FCN-8s path, tested above, as the reference
+    net = _trunc(stages)  # 5 classes: a baseline fine-tuned on another data set
+    before = _params(net)
+    report = weights.load(net, path, fc_init="error")  # the net has no fc6/fc7 to miss
+    convs = weights.TRUNCATED_CONVS[stages]
+    assert report.loaded == convs and report.kept == ("score_fr",)
+    for name in convs:  # conv1_1 folded alike for the .pth
+        np.testing.assert_array_equal(_kernel(net, name), _kernel(full, name), err_msg=name)
+        np.testing.assert_array_equal(_bias(net, name), _bias(full, name), err_msg=name)
+    for k in ("score_fr.kernel", "score_fr.bias"):  # FCN-8s's score_fr reads fc7, not a pool
+        np.testing.assert_array_equal(_params(net)[k], before[k])
+    unused = next(n for n in report.notes if n.startswith("not used by this net"))
+    assert f"TruncatedFCN(stages={stages})" in unused
+    deeper = [n for n in weights.VGG_CONVS if n not in convs]
+    assert all(n in unused for n in deeper)
+    assert ("conv4_1" in unused) == (stages == 1)
+    file_only = {
+        ".onnx": (),
+        ".pth": ("fc6 (classifier.0)", "fc7 (classifier.3)", "fc8 (classifier.6)"),
+        ".caffemodel": (*weights.FCS, *weights.HEAD, "upscore8"),
+    }
+    assert all(n in unused for n in file_only[suffix]), unused
 
 
 def test_caffe_schema_field_numbers_are_caffe_protos():
