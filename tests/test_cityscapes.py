@@ -119,3 +119,83 @@ def test_errors(tmp_path):
         cityscapes.videos(tmp_path, "val", num_frames=21)
     with pytest.raises(ValueError, match="bad frame id"):
         cityscapes.videos(tmp_path, "val", ids=["frankfurt_294"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the protocol (cityscapes-clockwork-exp)
+
+FRAME_IDS = [f"aachen_00000{i}_{100 + 40 * i:06d}" for i in range(5)]
+
+
+@pytest.fixture
+def city_root(tmp_path):
+    for seed, frame_id in enumerate(FRAME_IDS):
+        write_labelled_frame(tmp_path, "val", frame_id, seed)
+    return tmp_path
+
+
+def _sched(spec):
+    from cwfcn import evaluation
+
+    return evaluation.as_schedule(spec)
+
+
+def _reference_coins(n: int, cell: int) -> list[bool]:
+    """The notebook's draws: random.seed(0xCAFFE) once (cell 0), then one random.random()
+    per labelled frame in cell 9 (skip), the next n in cell 11 (alternating); True (< 0.5)
+    means the previous frame ran in full and the labelled one is the cached step."""
+    import random
+
+    random.seed(0xCAFFE)
+    draws = [random.random() for _ in range(2 * n)]
+    return [d < 0.5 for d in draws[cell * n : (cell + 1) * n]]
+
+
+def _last_frames(clip) -> list[int]:
+    return [int(f.mean()) for f in clip.frames]
+
+
+@pytest.mark.parametrize(("spec", "cell"), [("skip", 0), ("alternating", 1)])
+def test_the_seeded_coin_picks_each_labelled_frames_phase(city_root, spec, cell):
+    clips = list(cityscapes.clips(city_root, _sched(spec)))
+    coins = _reference_coins(len(FRAME_IDS), cell)
+    assert len(clips) == len(FRAME_IDS)
+    for clip, frame_id, previous in zip(clips, FRAME_IDS, coins, strict=True):
+        last = int(frame_id.rsplit("_", 1)[1])
+        want = [last - 1, last] if previous else [last]
+        assert _last_frames(clip) == [f % 256 for f in want]
+        assert clip.scored == clip.counted == (len(clip.frames) - 1,)
+        np.testing.assert_array_equal(clip.labels[-1], cityscapes.read_label(city_root, "val",
+                                                                             frame_id))
+    assert any(coins) and not all(coins)  # both phases occur: the test can tell them apart
+
+
+def test_other_phase_policies(city_root):
+    clips = list(cityscapes.clips(city_root, _sched("skip"), "all"))
+    assert [len(c.frames) for c in clips] == [1, 2] * len(FRAME_IDS)
+    clips = list(cityscapes.clips(city_root, _sched("exponential"), "fixed:3"))
+    assert all(len(c.frames) == 4 for c in clips)
+    # "clip": from the snippet's first frame, 19 frames before the labelled one.
+    clips = list(cityscapes.clips(city_root, _sched("exponential"), "clip"))
+    assert all(len(c.frames) == 19 % 4 + 1 for c in clips)
+    with pytest.raises(ValueError, match="bad phase"):
+        cityscapes.clips(city_root, _sched("skip"), "sometimes")
+
+
+def test_adaptive_runs_the_snippet_and_counts_the_first_frame_in_the_denominator(city_root):
+    """Cell 13: a full run on the first of 20 frames, then the clock on 19; only the last is
+    scored, and `Updated n/20`: the forced run counts in the denominator only."""
+    from cwfcn import evaluation, model
+
+    clips = list(cityscapes.clips(city_root, _sched("adaptive:0")))
+    assert all(len(c.frames) == 20 and c.scored == (19,) for c in clips)
+    assert all(c.counted == tuple(range(1, 20)) and c.denominator == 20 for c in clips)
+    (oracle,) = list(cityscapes.clips(city_root, _sched("oracle"), ids=FRAME_IDS[:1]))
+    assert len(oracle.frames) == 1  # cell 6: the labelled frame alone
+    from flax import nnx
+
+    net = model.narrow_fcn8s(19, rngs=nnx.Rngs(0))
+    row = evaluation.evaluate_schedule(net, clips[:2], "adaptive:0",
+                                       mean_bgr=model.MEAN_BGR["cityscapes"])
+    assert row["fired"] == [1.0, 1.0, 1.0]  # theta 0: every frame
+    assert row["fired_ref"][-1] == pytest.approx(19 / 20)

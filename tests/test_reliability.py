@@ -98,8 +98,9 @@ def _with(value, index, shape=(2, 16, 16, 3)) -> np.ndarray:
 
 def _bad_labels_source():
     labels = np.full((1, 8, 8), 7, np.uint8)  # class 7 of a 5-class set
-    return sources.Source("bad", C, "voc", lambda: iter([(np.zeros((1, 8, 8, 3), np.uint8),
-                                                          labels)]))
+    videos = sources.whole_videos(lambda: iter([(np.zeros((1, 8, 8, 3), np.uint8), labels)]),
+                                  slice(None))
+    return sources.Source("bad", C, "voc", videos)
 
 
 def _config(**values):

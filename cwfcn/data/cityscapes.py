@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cwfcn.data import protocol
 from cwfcn.data.files import IGNORE_LABEL, MissingFileError, check_same_size, read_rgb, require
 
 # Evaluation classes in trainId order (the network's output order).
@@ -85,6 +86,9 @@ LABEL_ID_TO_TRAIN_ID = {
 
 SNIPPET_LABELLED_INDEX = 19  # the labelled frame's index in its 30-frame snippet
 DEFAULT_NUM_FRAMES = SNIPPET_LABELLED_INDEX + 1
+# cityscapes-clockwork-exp seeds one stream once (cell 0); cell 9 (skip) draws a coin per
+# labelled frame, then cell 11 (alternating) goes on drawing: its coins are the next ones.
+COIN_ORDER = ("skip", "alternating")
 
 _FIX = (
     "download gtFine_trainvaltest.zip and leftImg8bit_sequence_trainvaltest.zip from "
@@ -242,3 +246,63 @@ def videos(
     for frame_id in ids:
         parse_frame_id(frame_id)  # reject bad ids now, not halfway through
     return (read_snippet(root, split, frame_id, num_frames) for frame_id in ids)
+
+
+def clips(
+    root: str | os.PathLike[str], schedule, phase: str = "coin", split: str = "val",
+    ids: Iterable[str] | None = None,
+) -> Iterator[protocol.Clip]:
+    """The clips a schedule runs on Cityscapes, as cityscapes-clockwork-exp runs them.
+
+    Per labelled frame of the split, by the schedule's kind (`protocol.kind`):
+      - stateless (oracle, truncated baselines): the labelled frame alone (cell 6);
+      - fixed: the phase policy (`protocol.PHASES`) picks phase k; the clip is the last
+        k + 1 frames of the snippet, scoring the labelled one. The reference's "coin"
+        (cells 9 and 11): < 0.5 runs the full net on the previous frame, then the cached
+        step on the labelled frame (k = 1), else the full net on it (k = 0); skip draws
+        first and alternating continues the stream (`COIN_ORDER`);
+      - adaptive (cell 13) and pipelines (no reference: their steady state): the whole
+        20-frame snippet, scoring the labelled (last) frame; the fraction fired counts the
+        19 frames after the first, whose forced full run is in the denominator only
+        (``num_frames += 1`` for it, no ``num_update_frames``).
+
+    Args:
+        root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
+        schedule: a `clockwork.Schedule`, or the evaluator's baseline.
+        phase: the fixed schedules' phase policy ("coin", the reference's, by default).
+        split: ``val`` (the paper's) or ``train``.
+        ids: labelled frame ids, in this order; all of the split's if None.
+
+    Returns:
+        An iterator of `protocol.Clip`s, read lazily (the split is listed, the phases drawn,
+        now).
+    """
+    kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
+    if kind == "fixed" and phase == "clip":
+        phase = "fixed:19"  # the snippet's own start: 19 frames after the full run
+    _split_dir(root, "leftImg8bit_sequence", split)
+    ids = labelled_frame_ids(root, split) if ids is None else list(ids)
+    name = getattr(schedule, "name", "")
+    offset = COIN_ORDER.index(name) * len(ids) if name in COIN_ORDER else 0
+    per_frame = (protocol.phases(phase, schedule.cycle, len(ids), coin_offset=offset)
+                 if kind == "fixed" else None)
+    deepest = max((k for ks in per_frame or () for k in ks), default=0)
+    if deepest >= DEFAULT_NUM_FRAMES:
+        raise ValueError(f"phase {deepest} needs {deepest} frames before the labelled one; the "
+                         f"sequence release has {SNIPPET_LABELLED_INDEX}: pick a smaller phase")
+    return _clips(root, split, kind, per_frame, ids)
+
+
+def _clips(root, split: str, kind: str, per_frame, ids: list[str]) -> Iterator[protocol.Clip]:
+    for i, frame_id in enumerate(ids):
+        if kind == "frame":
+            frames, labels = read_snippet(root, split, frame_id, 1)
+            yield protocol.whole(frames, labels, (0,), key=frame_id)
+        elif per_frame is None:
+            frames, labels = read_snippet(root, split, frame_id)
+            t = len(frames)
+            yield protocol.Clip(frames, labels, (t - 1,), tuple(range(1, t)), t, frame_id)
+        else:
+            for k in per_frame[i]:
+                frames, labels = read_snippet(root, split, frame_id, k + 1)
+                yield protocol.Clip(frames, labels, (k,), (k,), 1, f"{frame_id}@{k}")

@@ -6,36 +6,56 @@ Layout (FCN's ``nyud.tar.gz``, plus FCN's split files, plus this package's ``cli
     <root>/data/images/img_<id>.png           RGB photo (425x560 in FCN's data)
     <root>/segmentation/img_<id>.mat          field ``segmentation``: 0 void, 1..40 classes
         (or <root>/data/segmentation/img_<id>.mat: both places are looked in, in this order)
+    <root>/<split>_rawImages.txt              raw frame of each id: ``<vid>/<raw file name>``,
+                                              line by line with <split>.txt (to make clips)
     <root>/clips/<id>/frame_<k>.png           video clip of labelled frame <id>, see below
 
 Labels follow FCN's NYUD layer: the .mat values 1..40 become classes 0..39 and the void 0
 becomes 255 (`IGNORE_LABEL`).
 
 Clips. The paper runs Clockwork on the raw NYUDv2 video, subsampled 10x, and scores the
-labelled frames. A clip directory ``clips/<id>/`` holds the raw frames up to and including
-the labelled frame ``<id>``: ``frame_<k>.png`` with integer ``k`` in temporal order (any
-zero padding; sorted by value), the labelled frame having the largest ``k``. Frames must be
-cropped to the labelled image's size (FCN's images are the 480x640 Kinect frames cropped to
-425x560), so that every frame is ``[H, W, 3]`` like ``img_<id>.png``. Build clips from the
-NYUDv2 raw dumps by ordering each scene's frames by their timestamps and cropping them.
+labelled frames. A clip directory ``clips/<id>/`` holds raw frames up to and including the
+labelled frame ``<id>``: ``frame_<k>.png`` where ``k`` is the frame's index in its raw video
+in timestamp order (any zero padding; sorted by value), so the labelled frame has the largest
+``k``. Frames are cropped to the labelled image's size (FCN's images are the 480x640 Kinect
+frames cropped to ``[44:469, 40:600]``, 425x560), so every frame is ``[H, W, 3]`` like
+``img_<id>.png``.
 
-`clip_videos` keeps every ``stride``-th frame counting back from the labelled one (stride 10
-is the paper's subsampling), so the labelled frame is always the last. Videos follow the
+`prepare_clips` (or ``python -m cwfcn.data.nyud prepare-clips --raw RAW --root ROOT``) makes
+them from the NYUDv2 raw dumps ``RAW/<vid>/r-<timestamp>-<n>.ppm`` (the RGB frames; the depth
+``d-*.pgm`` and accelerometer ``a-*.dump`` files are ignored), following the authors'
+``datasets/nyud_seg.py`` in shelhamer/clockwork-fcn: a video's frames are ordered by the
+timestamp in their file names; each id of ``<split>.txt`` is matched with the raw frame on
+the same line of ``<split>_rawImages.txt``; its clip is every ``skip``-th frame counting back
+from it to the start of the video (``skip=10``, the paper's rate, by default), cropped.
+
+`clip_videos` keeps the frames whose ``k`` is a multiple of ``stride`` back from the labelled
+frame's (``(k_last - k) % stride == 0``; stride 10 is the paper's subsampling), so the
+labelled frame is always the last, and a clip of every raw frame and one `prepare_clips`
+wrote already subsampled 10x give the same frames with ``stride=10``. Videos follow the
 package-wide contract ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``: frames without
 ground truth carry labels filled with 255, so here only ``labels[-1]`` is not all 255.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
-from collections.abc import Iterator
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 import scipy.io
+from PIL import Image
+from tqdm import tqdm
 
 from cwfcn.data import download as dl
+from cwfcn.data import protocol
 from cwfcn.data.files import (
     IGNORE_LABEL,
     MissingFileError,
@@ -57,10 +77,27 @@ _FIX = (
     "the directory holding data/ as root"
 )
 _CLIP_FIX = (
-    "make <root>/clips/<id>/frame_<k>.png from the NYUDv2 raw video as described in the "
-    "cwfcn.data.nyud module docstring"
+    "make <root>/clips/<id>/frame_<k>.png from the NYUDv2 raw video with "
+    "`python -m cwfcn.data.nyud prepare-clips --raw RAW_DIR --root <root>` "
+    "(cwfcn.data.nyud.prepare_clips)"
+)
+_RAW_FIX = (
+    "pass the directory of the unpacked NYUDv2 raw dumps (one <vid>/ directory per scene, "
+    "holding r-<timestamp>-<n>.ppm RGB frames) from "
+    "https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html as raw_dir / --raw"
+)
+_RAW_LIST_FIX = (
+    "put the NYUDv2 list of each labelled frame's raw frame (lines <vid>/<raw file name>, in "
+    "the order of <split>.txt; test_rawImages.txt for the test split) in <root>, or pass it "
+    "as raw_list / --raw-list"
 )
 _FRAME_RE = re.compile(r"frame_(\d+)\.png")
+_TIMESTAMP_RE = re.compile(r"-([0-9.]+)-")
+
+# The labelled images are the raw 480x640 Kinect frames cropped to rows 44..468 and columns
+# 40..599, 425x560: the reference's crop_frame, after the NYU toolbox's crop_image.m.
+CROP_ROWS = (44, 469)
+CROP_COLS = (40, 600)
 
 
 def _root(root: str | os.PathLike[str]) -> Path:
@@ -173,10 +210,36 @@ def _check_clip_args(stride: int, num_frames: int | None) -> None:
         raise ValueError(f"num_frames must be a positive int or None, got {num_frames!r}")
 
 
+def frame_index(path: str | os.PathLike[str]) -> int:
+    """The raw frame index ``k`` of a clip frame ``frame_<k>.png``.
+
+    Raises:
+        ValueError: the name is not ``frame_<k>.png``.
+    """
+    match = _FRAME_RE.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named frame_<k>.png; {_CLIP_FIX}")
+    return int(match.group(1))
+
+
 def subsample(paths: list[Path], stride: int, num_frames: int | None) -> list[Path]:
-    """Every ``stride``-th path back from the last one, oldest first, at most ``num_frames``."""
+    """The clip frames ``stride`` raw frames apart back from the last one, oldest first.
+
+    Frames are chosen by their raw index ``k`` (``frame_<k>.png``), not by their position:
+    ``frame_<k>`` is kept when ``(k_last - k) % stride == 0``. On a clip of every raw frame
+    (contiguous ``k``) that is every ``stride``-th path; on a clip already subsampled by
+    `prepare_clips` (``k`` spaced by its ``skip``) a ``stride`` of ``skip`` keeps them all.
+
+    Args:
+        paths: ``frame_<k>.png`` paths sorted by ``k``, the labelled frame last.
+        stride: raw frames between kept frames.
+        num_frames: keep at most this many (the latest), or all with None.
+    """
     _check_clip_args(stride, num_frames)
-    kept = paths[::-1][::stride][::-1]
+    if not paths:
+        return []
+    last = frame_index(paths[-1])
+    kept = [path for path in paths if (last - frame_index(path)) % stride == 0]
     return kept if num_frames is None else kept[-num_frames:]
 
 
@@ -188,7 +251,8 @@ def read_clip(
     Args:
         root: the NYUD directory.
         image_id: a labelled frame id with a ``clips/<id>/`` directory.
-        stride: keep every ``stride``-th raw frame counting back from the labelled one.
+        stride: keep the frames whose raw index is a multiple of ``stride`` back from the
+            labelled frame's (see `subsample`).
         num_frames: keep at most this many frames (the latest), or all with None.
 
     Returns:
@@ -225,6 +289,337 @@ def clip_videos(
     return (read_clip(root, image_id, stride, num_frames) for image_id in ids)
 
 
+def clips(
+    root: str | os.PathLike[str], schedule, phase: str = "clip", split: str = "test",
+    stride: int = 10,
+) -> Iterator[protocol.Clip]:
+    """The clips a schedule runs on NYUDv2, labelled frame by labelled frame of a split.
+
+    The authors' code has no NYUD experiment; the paper (section 5): "Our pipelined and
+    fixed-rate clockwork FCNs are run on the entire clips and accuracy is reported for those
+    frames included in the segmentation test set". So by default (phase "clip") every
+    schedule runs over the whole clip, every `stride`-th raw frame back to the video's start
+    (datasets/nyud_seg.py `list_preceding_frames`), and scores its last frame, the labelled
+    one; the fraction fired counts its frames after the first, the first (a forced full
+    run) in the denominator, as the reference counts Cityscapes'. Stateless schedules (oracle,
+    truncated baselines) run the labelled frame alone. A fixed schedule under another phase
+    policy (`protocol.PHASES`) runs the last k + 1 frames of the clip for each phase k.
+
+    Args:
+        root: the NYUD directory with ``clips/`` (see `prepare_clips`).
+        schedule: a `clockwork.Schedule`, or the evaluator's baseline (`protocol.kind`).
+        phase: the fixed schedules' phase policy.
+        split: the split whose labelled frames are scored.
+        stride: the subsampling (10 in the paper).
+
+    Returns:
+        An iterator of `protocol.Clip`s, read lazily (the split is listed now).
+    """
+    kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
+    ids = split_ids(root, split)
+    _check_clip_args(stride, None)
+    per_frame = (protocol.phases(phase, schedule.cycle, len(ids))
+                 if kind == "fixed" and phase != "clip" else None)
+    return _clips(root, kind, per_frame, ids, stride)
+
+
+def _clips(root, kind: str, per_frame, ids: list[str], stride: int) -> Iterator[protocol.Clip]:
+    for i, image_id in enumerate(ids):
+        frames, labels = read_clip(root, image_id, stride)
+        if kind == "frame":
+            yield protocol.whole(frames[-1:], labels[-1:], (0,), key=image_id)
+        elif per_frame is None:
+            t = len(frames)
+            yield protocol.Clip(frames, labels, (t - 1,), tuple(range(1, t)), t, image_id)
+        else:
+            for k in per_frame[i]:
+                if k >= len(frames):
+                    raise ValueError(
+                        f"NYUD clip {image_id} has {len(frames)} frames: phase {k} needs "
+                        f"{k + 1}; pick a smaller phase (--phase fixed:K) or --phase clip")
+                yield protocol.phase_clip(lambda back, f=frames: f[-1 - back],
+                                          labels[-1], k, key=image_id)
+
+
+# Making clips from the NYUDv2 raw dumps, after datasets/nyud_seg.py of the authors'
+# shelhamer/clockwork-fcn.
+
+
+def raw_timestamp(name: str) -> float:
+    """The timestamp in a raw dump file name, the number between the first two dashes.
+
+    ``r-1294439283.377657-2863109775.ppm`` -> 1294439283.377657 (the NYU toolbox's
+    get_timestamp_from_filename.m). Frames are ordered by it.
+
+    Raises:
+        ValueError: the name holds no ``-<number>-``.
+    """
+    match = _TIMESTAMP_RE.search(name)
+    if match is None:
+        raise ValueError(
+            f"raw frame name {name!r} has no timestamp between dashes (like "
+            "r-1294439283.377657-2863109775.ppm); is this an NYUDv2 raw dump?"
+        )
+    try:
+        return float(match.group(1))
+    except ValueError:  # e.g. "1.2.3"
+        raise ValueError(
+            f"raw frame name {name!r}: {match.group(1)!r} is not a timestamp"
+        ) from None
+
+
+def list_raw_frames(raw_dir: str | os.PathLike[str], vid: str) -> list[str]:
+    """The RGB frames (``*.ppm``) of raw video ``<raw_dir>/<vid>`` in timestamp order.
+
+    Depth (``d-*.pgm``), accelerometer (``a-*.dump``) and other files are ignored. Ties in
+    the timestamp (not expected) are broken by name, so the order is always the same.
+
+    Returns:
+        File names (with ``.ppm``); a frame's index in this list is its ``k``.
+
+    Raises:
+        MissingFileError: ``raw_dir`` or the video directory is missing, or it holds no .ppm.
+        ValueError: a .ppm name holds no timestamp.
+    """
+    video = require(raw_dir, _RAW_FIX) / vid
+    if not video.is_dir():
+        raise MissingFileError(
+            f"raw video {video} not found; is {raw_dir} the NYUDv2 raw dump directory, and "
+            f"is scene {vid} unpacked there? {_RAW_FIX}"
+        )
+    names = [path.name for path in video.iterdir() if path.suffix == ".ppm" and path.is_file()]
+    if not names:
+        raise MissingFileError(f"raw video {video} holds no .ppm RGB frame; {_RAW_FIX}")
+    return sorted(names, key=lambda name: (raw_timestamp(name), name))
+
+
+def raw_list_path(
+    root: str | os.PathLike[str],
+    split: str = "test",
+    raw_list: str | os.PathLike[str] | None = None,
+) -> Path:
+    """``raw_list`` if given, else ``<root>/<split>_rawImages.txt``.
+
+    Raises:
+        MissingFileError: the file is missing.
+    """
+    path = Path(root) / f"{split}_rawImages.txt" if raw_list is None else Path(raw_list)
+    return require(path, _RAW_LIST_FIX)
+
+
+def match_raw_frames(
+    root: str | os.PathLike[str],
+    split: str = "test",
+    raw_list: str | os.PathLike[str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """Pair each labelled id of a split with its raw frame, line by line.
+
+    Line ``i`` of ``<root>/<split>.txt`` (an id) goes with line ``i`` of the raw list
+    (``<vid>/<raw file name>``, see `raw_list_path`), as in the reference. (Its
+    get_val2raw_frames calls ``get_dset('val')`` and ``get_dset('raw')``, but ``get_dset``
+    takes only ``raw=False``, so both calls return the raw list; what is meant, and done
+    here, is the ids of test.txt zipped with test_rawImages.txt.)
+
+    Returns:
+        ``(id, vid, raw file name)`` per id, in split order; the name gets ``.ppm`` if the
+        line has no extension.
+
+    Raises:
+        MissingFileError: the split file or the raw list is missing.
+        ValueError: the two files have different line counts, or a raw line is not
+            ``<vid>/<name>``.
+    """
+    ids_path = Path(root) / f"{split}.txt"
+    ids = read_ids(ids_path, f"is the split name right? {_FIX}")
+    list_path = raw_list_path(root, split, raw_list)
+    lines = read_ids(list_path, _RAW_LIST_FIX)
+    if len(ids) != len(lines):
+        raise ValueError(
+            f"{ids_path} has {len(ids)} ids but {list_path} has {len(lines)} raw frames; they "
+            "pair line by line, so they must be the same split's lists (e.g. test.txt and "
+            "test_rawImages.txt)"
+        )
+    matches = []
+    for number, (image_id, line) in enumerate(zip(ids, lines, strict=True), 1):
+        vid, _, name = line.rpartition("/")
+        if not vid or not name:
+            raise ValueError(
+                f"{list_path} line {number}: {line!r} is not <vid>/<raw file name> (like "
+                "bedroom_0001/r-1294439283.377657-2863109775.ppm)"
+            )
+        matches.append((image_id, vid, name if Path(name).suffix else name + ".ppm"))
+    return matches
+
+
+def preceding_frames(frames: Sequence[str], labelled: str, skip: int = 10) -> list[int]:
+    """Indices of every ``skip``-th frame back from ``labelled`` to the start, oldest first.
+
+    The reference's list_preceding_frames: ``frames[i::-skip]`` reversed, with no cap on the
+    length, so the last index is the labelled frame's and the first is below ``skip``.
+
+    Args:
+        frames: a video's frame names in timestamp order (`list_raw_frames`).
+        labelled: the labelled frame's name, one of ``frames``.
+        skip: raw frames between kept ones (10 in the paper).
+
+    Raises:
+        ValueError: ``labelled`` is not in ``frames``, or ``skip`` is not a positive int.
+    """
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 1:
+        raise ValueError(f"skip must be a positive int, got {skip!r}; the paper's is 10")
+    try:
+        last = list(frames).index(labelled)
+    except ValueError:
+        raise ValueError(f"raw frame {labelled} is not among the video's frames") from None
+    return list(range(last, -1, -skip))[::-1]
+
+
+def crop_frame(frame: np.ndarray, source: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Crop a raw ``[480, 640, 3]`` frame to the labelled images' ``[425, 560, 3]``.
+
+    The reference's crop_frame: ``frame[44:469, 40:600]``.
+
+    Args:
+        frame: ``[H, W, ...]`` with ``H >= 469`` and ``W >= 600``.
+        source: where the frame came from, for the error message.
+
+    Raises:
+        ValueError: the frame is too small for the crop.
+    """
+    frame = np.asarray(frame)
+    (top, bottom), (left, right) = CROP_ROWS, CROP_COLS
+    if frame.ndim < 2 or frame.shape[0] < bottom or frame.shape[1] < right:
+        size = "x".join(map(str, frame.shape[:2])) if frame.ndim >= 2 else str(frame.shape)
+        where = f"{source} is" if source is not None else "the frame is"
+        raise ValueError(
+            f"{where} {size} (HxW), too small for the crop [{top}:{bottom}, {left}:{right}] to "
+            "the labelled images' 425x560: NYUDv2 raw RGB frames are 480x640; is this the raw "
+            "dump?"
+        )
+    return np.ascontiguousarray(frame[top:bottom, left:right])
+
+
+class PreparedClips(NamedTuple):
+    """What `prepare_clips` did: the ids whose clip it wrote and those already complete."""
+
+    written: list[str]
+    existing: list[str]
+
+
+def _is_complete(clip: Path, indices: list[int]) -> bool:
+    """Whether directory ``clip`` holds ``frame_<k>.png`` for every ``k`` in ``indices``.
+
+    Raises:
+        ValueError: ``clip`` exists but lacks some of them (not a clip this function wrote,
+            since those are renamed into place complete).
+    """
+    if not clip.exists():
+        return False
+    present = {
+        int(match.group(1)) for path in clip.iterdir() if (match := _FRAME_RE.fullmatch(path.name))
+    }
+    missing = [k for k in indices if k not in present]
+    if missing:
+        raise ValueError(
+            f"{clip} exists but lacks frame_<k>.png for k in {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''} (made by hand, or with another skip?); "
+            "delete it and prepare again"
+        )
+    return True
+
+
+def _write_clip(raw_video: Path, names: list[str], indices: list[int], clip: Path) -> None:
+    """Write the cropped frames into a temporary sibling of ``clip``, then rename it into place.
+
+    A failure (or Ctrl-C) removes the temporary directory, so ``clip`` either does not exist
+    or is complete. A killed process may leave a ``.<id>.partial-*`` sibling, which no reader
+    looks at; it can be deleted.
+    """
+    partial = Path(tempfile.mkdtemp(prefix=f".{clip.name}.partial-", dir=clip.parent))
+    try:
+        for k in indices:
+            path = raw_video / names[k]
+            frame = crop_frame(read_rgb(path, _RAW_FIX), path)
+            Image.fromarray(frame).save(partial / f"frame_{k}.png")
+        os.rename(partial, clip)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def prepare_clips(
+    raw_dir: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    split: str = "test",
+    skip: int = 10,
+    *,
+    raw_list: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> PreparedClips:
+    """Write ``<root>/clips/<id>/frame_<k>.png`` for every labelled id of a split.
+
+    For each id of ``<root>/<split>.txt``, its raw frame (`match_raw_frames`) is found in its
+    video's frames in timestamp order (`list_raw_frames`); the clip is every ``skip``-th
+    frame back from it to the start of the video (`preceding_frames`), cropped to 425x560
+    (`crop_frame`), each saved as ``frame_<k>.png`` with ``k`` its index in the video.
+    Read them with `clip_videos` / `read_clip` and ``stride=skip`` (or a multiple of it).
+
+    All ids are matched to their raw frames before anything is written, so bad lists fail
+    at once. Each clip is written to a temporary sibling directory and renamed into place
+    when complete: an interrupted run leaves no partial ``clips/<id>``, and a clip already
+    there (with all its frames) is skipped, so running again finishes the job or does
+    nothing.
+
+    Args:
+        raw_dir: the NYUDv2 raw dumps, one ``<vid>/`` directory per scene.
+        root: the NYUD directory holding ``<split>.txt`` (and ``<split>_rawImages.txt``).
+        split: the split whose ids get clips (the paper scores ``test``).
+        skip: raw frames between clip frames (the paper's 10).
+        raw_list: the raw frame list, if not ``<root>/<split>_rawImages.txt``.
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        `PreparedClips`: the ids written now and those already complete.
+
+    Raises:
+        MissingFileError: a list, ``raw_dir``, a video or a listed raw frame is missing.
+        ValueError: the lists' line counts differ, a raw frame is too small for the crop,
+            a bad ``skip``, or an existing ``clips/<id>`` lacks frames.
+    """
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 1:
+        raise ValueError(f"skip must be a positive int, got {skip!r}; the paper's is 10")
+    require(raw_dir, _RAW_FIX)
+    raw_dir = Path(raw_dir)
+    matches = match_raw_frames(root, split, raw_list)
+    videos: dict[str, list[str]] = {}
+    plans = []
+    for image_id, vid, name in matches:
+        if vid not in videos:
+            videos[vid] = list_raw_frames(raw_dir, vid)
+        if name not in videos[vid]:
+            raise MissingFileError(
+                f"raw frame {raw_dir / vid / name} (of id {image_id} in "
+                f"{raw_list_path(root, split, raw_list)}) not found among the "
+                f"{len(videos[vid])} RGB frames of {raw_dir / vid}; is the raw dump complete "
+                "and the list the one of this dump?"
+            )
+        plans.append((image_id, vid, preceding_frames(videos[vid], name, skip)))
+
+    clips = Path(root) / "clips"
+    clips.mkdir(exist_ok=True)
+    written, existing = [], []
+    for image_id, vid, indices in tqdm(
+        plans, desc=f"nyud {split} clips", unit="clip", file=sys.stderr, disable=not progress
+    ):
+        clip = clips / image_id
+        if _is_complete(clip, indices):
+            existing.append(image_id)
+            continue
+        _write_clip(raw_dir / vid, videos[vid], indices, clip)
+        written.append(image_id)
+    return PreparedClips(written, existing)
+
+
 def download(
     data_dir: str | os.PathLike[str],
     *,
@@ -245,3 +640,74 @@ def download(
     archive = dl.download(url, data_dir / "nyud.tar.gz", sha256=sha256, progress=progress)
     unpacked = dl.extract(archive, data_dir / "nyud")
     return dl.find_root(unpacked, "data/images")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, ``nyud: error: ...``, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see --help)")
+
+
+def _fail(message: object) -> NoReturn:
+    print(f"nyud: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m cwfcn.data.nyud",
+        description="NYUDv2 tools for cwfcn.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    prepare = commands.add_parser(
+        "prepare-clips",
+        help="make <root>/clips/<id>/ from the NYUDv2 raw video dumps",
+        description=(
+            "Write <root>/clips/<id>/frame_<k>.png for every labelled id of a split: every "
+            "SKIP-th raw RGB frame (in timestamp order) back from the labelled one to the start "
+            "of its video, cropped to 425x560 like the labelled images; k is the frame's index "
+            "in its video. Ids are matched to raw frames line by line between <root>/<split>.txt "
+            "and <root>/<split>_rawImages.txt. Complete clips are skipped, so running again "
+            "finishes an interrupted run. Read the clips with stride SKIP "
+            "(cwfcn.data.nyud.clip_videos)."
+        ),
+    )
+    prepare.add_argument("--raw", required=True, metavar="RAW_DIR",
+                         help="the unpacked NYUDv2 raw dumps: RAW_DIR/<vid>/r-<timestamp>-<n>.ppm")
+    prepare.add_argument("--root", required=True, metavar="NYUD_ROOT",
+                         help="the NYUD directory with <split>.txt; clips go to NYUD_ROOT/clips")
+    prepare.add_argument("--split", default="test", help="the split to make clips of (test)")
+    prepare.add_argument("--skip", type=_positive_int, default=10,
+                         help="raw frames between clip frames (10, the paper's subsampling)")
+    prepare.add_argument("--raw-list", metavar="FILE",
+                         help="the <vid>/<raw file name> list (NYUD_ROOT/<split>_rawImages.txt)")
+    prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cwfcn.data.nyud prepare-clips ...``; bad input exits 2 with one line."""
+    args = _parser().parse_args(argv)
+    try:
+        done = prepare_clips(args.raw, args.root, args.split, args.skip,
+                             raw_list=args.raw_list, progress=not args.no_progress)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    print(f"nyud: {len(done.written)} clips written, {len(done.existing)} already there, "
+          f"in {Path(args.root) / 'clips'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,27 +1,39 @@
-"""YouTube-Objects with the pixelwise masks of Jain & Grauman (ECCV 2014), in VOC class ids.
+"""YouTube-Objects with the pixelwise masks of Jain & Grauman (ECCV 2014), as the paper scores it.
 
-The masks cover 10 classes, all VOC classes, so a VOC-trained FCN scores them directly:
-each shot is one object class on background. The masks are binary JPEGs (object bright on
-dark); a pixel is the object when its grey value exceeds ``threshold`` (default 15, the value
-the Clockwork FCN reference code scored with).
+The masks cover 10 classes, all VOC classes; each shot is one object class on background.
+The protocol is the authors' (clockwork-fcn datasets/youtube.py and the notebooks
+youtube-clockwork-exp, youtube-pipeline-exp):
+- labels are 11 classes, background then the ten (`CLASSES`); the VOC-trained net's 21-class
+  predictions are mapped to them, every other VOC class to background (`VOC_TO_YOUTUBE`;
+  youtube-clockwork-exp cell 8: ``out_yt[out == PV.classes.index(c)] = YT.classes.index(c)``
+  on zeros), and scored with ``n_cl = 11``;
+- frames and masks are resized so that the longer side is 500 px, the other side truncated
+  (``int(dim * 500 / max)``), frames bilinear and masks nearest; then a mask pixel is the
+  object when its grey value is > 15 (`youtube.resize`, `make_label`);
+- only labelled frames f >= 21 are scored (``if f < 2*CR + 1: continue``, CR = 10), and the
+  frames before a scored one are taken 10 raw frames apart (f - 10, f - 20);
+- each schedule runs its own clips (`clips`): see that function.
 
 Layout (Jain & Grauman's ``youtube_masks`` release; get it, after registering, from
 http://vision.cs.utexas.edu/projects/videoseg/, so there is no `download` here):
 
     <root>/youtube_masks/<class>/data/<video>/shots/<shot>/labels/<n>.jpg   mask of frame n
     the frame n itself, the first of these that exists:
+        <root>/v1/<class>/data/<video>/shots/<shot>/frame<n:04d>.jpg   (YouTube-Objects v1,
+                                                   every raw frame: the reference's layout)
         <shot dir>/images/frame<n:04d>.jpg        (the "full" release, frames beside masks)
         <shot dir>/images/<n:05d>.jpg, .png
-        <root>/v1/<class>/data/<video>/shots/<shot>/frame<n:04d>.jpg   (YouTube-Objects v1)
 
 where ``<shot dir>`` is ``<root>/youtube_masks/<class>/data/<video>/shots/<shot>`` and
 ``<n>`` is the mask file's integer name (``00001.jpg`` is frame 1). About every 10th frame of
 a shot has a mask.
 
-Videos: one per shot, over its masked frames only, in frame order, as in the paper ("effectively
-10X subsampling"); every frame of these videos is labelled. They follow the package-wide
-contract ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` in which frames without ground
-truth would carry labels filled with 255. Labels are 0 (background) or the class's VOC id.
+Videos (`videos`): one per shot, over its masked frames only, in frame order, as in the paper
+("effectively 10X subsampling"); every frame of these videos is labelled. They follow the
+package-wide contract ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` in which frames
+without ground truth would carry labels filled with 255. Labels are 0 (background) or the
+class's index in `CLASSES`. `full_rate_shot` gives every raw frame of a shot from its first
+labelled one on (Table 1, Fig. 2 and Fig. 7 run on those).
 
 There is no official split: shots are named ``<class>/<video>/<shot>`` (see `shot_ids`), and
 a split file listing such ids, one a line, can be read with `cwfcn.data.files.read_ids`.
@@ -37,7 +49,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cwfcn.data.files import MissingFileError, read_rgb, require
+from cwfcn.data import protocol
+from cwfcn.data.files import IGNORE_LABEL, MissingFileError, require
 from cwfcn.data.voc import VOC_CLASSES
 
 YOUTUBE_CLASSES = (
@@ -52,11 +65,19 @@ YOUTUBE_CLASSES = (
     "motorbike",
     "train",
 )
+# The label classes scored (datasets/youtube.py `self.classes`): background, then the ten.
+CLASSES = ("background", *YOUTUBE_CLASSES)
+NUM_CLASSES = len(CLASSES)
 # Each class's id in VOC_CLASSES: aeroplane 1, bird 3, boat 4, car 7, cat 8, cow 10, dog 12,
 # horse 13, motorbike 14, train 19.
 VOC_ID = {name: VOC_CLASSES.index(name) for name in YOUTUBE_CLASSES}
+# A VOC prediction's YouTube label: the ten classes to theirs, every other VOC class to 0.
+VOC_TO_YOUTUBE = tuple(CLASSES.index(c) if c in CLASSES else 0 for c in VOC_CLASSES)
 
 DEFAULT_THRESHOLD = 15
+MAX_DIM = 500  # the longer side after resizing ("match PASCAL VOC training data")
+SUBSAMPLE = 10  # raw frames between the frames a clip takes (CR in the notebooks)
+FIRST_SCORED = 2 * SUBSAMPLE + 1  # "skip the first 2 frames to align with pipeline"
 
 _FIX = (
     "get the YouTube-Objects masks of Jain & Grauman (youtube_masks, from "
@@ -66,6 +87,7 @@ _FIX = (
     "root"
 )
 _MASK_RE = re.compile(r"(\d+)\.(jpg|png)")
+_FRAME_RE = re.compile(r"(?:frame)?(\d+)\.(jpg|png)")
 
 
 def _masks_dir(root: str | os.PathLike[str]) -> Path:
@@ -124,19 +146,40 @@ def shot_ids(root: str | os.PathLike[str], classes: Iterable[str] = YOUTUBE_CLAS
     return ids
 
 
+def _v1_dir(root: str | os.PathLike[str], shot_id: str) -> Path:
+    cls, video, shot = _parse_shot_id(shot_id)
+    return Path(root) / "v1" / cls / "data" / video / "shots" / shot
+
+
+def frame_numbers(root: str | os.PathLike[str], shot_id: str) -> list[int]:
+    """The shot's raw frame numbers, sorted: from the v1 tree if it has the shot, else from
+    ``<shot dir>/images`` (datasets/youtube.py `list_frames`).
+
+    Raises:
+        MissingFileError: neither holds a frame.
+    """
+    for directory in (_v1_dir(root, shot_id), shot_dir(root, shot_id) / "images"):
+        if directory.is_dir():
+            numbers = sorted({int(m.group(1)) for p in directory.iterdir()
+                              if (m := _FRAME_RE.fullmatch(p.name))})
+            if numbers:
+                return numbers
+    raise MissingFileError(f"no frames of shot {shot_id} in {_v1_dir(root, shot_id)} or "
+                           f"{shot_dir(root, shot_id) / 'images'}; {_FIX}")
+
+
 def frame_path(root: str | os.PathLike[str], shot_id: str, frame: int) -> Path:
     """Where frame ``frame`` of a shot is: the first existing candidate of the module docstring.
 
     Raises:
         MissingFileError: none exists; the message names them all.
     """
-    cls, video, shot = _parse_shot_id(shot_id)
     images = shot_dir(root, shot_id) / "images"
     candidates = [
+        _v1_dir(root, shot_id) / f"frame{frame:04d}.jpg",  # the reference's (load_frame)
         images / f"frame{frame:04d}.jpg",
         images / f"{frame:05d}.jpg",
         images / f"{frame:05d}.png",
-        Path(root) / "v1" / cls / "data" / video / "shots" / shot / f"frame{frame:04d}.jpg",
     ]
     for path in candidates:
         if path.exists():
@@ -147,8 +190,33 @@ def frame_path(root: str | os.PathLike[str], shot_id: str, frame: int) -> Path:
     )
 
 
+def resized_size(shape: tuple[int, ...], max_dim: int = MAX_DIM) -> tuple[int, int]:
+    """(H, W) after resizing the longer side to `max_dim`, the other truncated, as
+    datasets/youtube.py `resize`: ``int(dim * 500.0 / max(H, W))``."""
+    h, w = shape[:2]
+    scale = float(max_dim) / max(h, w)
+    return int(h * scale), int(w * scale)
+
+
+def _resize(array: np.ndarray, resample: Image.Resampling, max_dim: int) -> np.ndarray:
+    h, w = resized_size(array.shape, max_dim)
+    if (h, w) == array.shape[:2]:
+        return array
+    return np.asarray(Image.fromarray(array).resize((w, h), resample=resample), np.uint8)
+
+
+def read_frame(root: str | os.PathLike[str], shot_id: str, frame: int,
+               max_dim: int = MAX_DIM) -> np.ndarray:
+    """Raw frame `frame` of a shot, resized (bilinear) to the longer side `max_dim` (the
+    reference's 500): uint8 RGB `[H, W, 3]`."""
+    path = frame_path(root, shot_id, frame)
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"), np.uint8)
+    return _resize(rgb, Image.Resampling.BILINEAR, max_dim)
+
+
 def mask_to_labels(mask: np.ndarray, cls: str, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Binary grey mask -> VOC labels: ``cls``'s VOC id where ``mask > threshold``, else 0.
+    """Binary grey mask -> labels: ``cls``'s index in `CLASSES` where ``mask > threshold``, else 0.
 
     Args:
         mask: ``[H, W]`` grey values (any integer dtype; JPEG masks are 0..255).
@@ -158,62 +226,62 @@ def mask_to_labels(mask: np.ndarray, cls: str, threshold: int = DEFAULT_THRESHOL
     Returns:
         uint8 ``[H, W]`` labels.
     """
-    return np.where(np.asarray(mask) > threshold, VOC_ID[cls], 0).astype(np.uint8)
+    return np.where(np.asarray(mask) > threshold, CLASSES.index(cls), 0).astype(np.uint8)
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """A mask file as uint8 ``[H, W]`` grey values."""
+    """A mask file as uint8 ``[H, W]`` grey values, as stored."""
     with Image.open(require(path, _FIX)) as image:
         return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def _fit_frame(
-    frame: np.ndarray, shape: tuple[int, int], path: Path, mask: Path, resize: bool
-) -> np.ndarray:
-    """Return ``frame`` at the mask's ``shape`` ``(H, W)``: resized if allowed, else checked."""
-    if frame.shape[:2] == shape:
-        return frame
-    if not resize:
+def read_label(root: str | os.PathLike[str], shot_id: str, frame: int,
+               threshold: int = DEFAULT_THRESHOLD, max_dim: int = MAX_DIM) -> np.ndarray:
+    """The labels of masked frame `frame`: the mask resized (nearest) to the longer side
+    `max_dim`, then thresholded (`mask_to_labels`), as the reference's `load_label` +
+    `make_label`: uint8 `[H, W]`."""
+    cls, _, _ = _parse_shot_id(shot_id)
+    path = mask_paths(root, shot_id).get(frame)
+    if path is None:
+        raise MissingFileError(f"shot {shot_id} has no mask of frame {frame}; {_FIX}")
+    mask = _resize(read_mask(path), Image.Resampling.NEAREST, max_dim)
+    return mask_to_labels(mask, cls, threshold)
+
+
+def _check_pair(frame: np.ndarray, label: np.ndarray, shot_id: str, number: int) -> np.ndarray:
+    if frame.shape[:2] != label.shape:
         raise ValueError(
-            f"frame {path} is {frame.shape[0]}x{frame.shape[1]} but its mask {mask} is "
-            f"{shape[0]}x{shape[1]} (HxW); pass resize_frames=True to resize frames to their "
-            "masks, or fix the files"
-        )
-    resized = Image.fromarray(frame).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
+            f"frame {number} of shot {shot_id} is {frame.shape[0]}x{frame.shape[1]} after "
+            f"resizing but its mask is {label.shape[0]}x{label.shape[1]} (HxW): the frame and "
+            "its mask have different aspect ratios; fix the files")
+    return frame
 
 
 def read_shot(
-    root: str | os.PathLike[str],
-    shot_id: str,
-    threshold: int = DEFAULT_THRESHOLD,
-    resize_frames: bool = False,
+    root: str | os.PathLike[str], shot_id: str, threshold: int = DEFAULT_THRESHOLD,
+    max_dim: int = MAX_DIM,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The masked frames of one shot and their labels.
+    """The masked frames of one shot and their labels, resized to the longer side 500.
 
     Args:
         root: the directory holding ``youtube_masks/``.
         shot_id: ``<class>/<video>/<shot>``, e.g. ``cat/0001/001``.
         threshold: grey value above which a mask pixel is the object.
-        resize_frames: resize (bilinear) frames whose size differs from their mask's instead of
-            raising; some releases store frames at twice the masks' resolution.
+        max_dim: the longer side after resizing (500 in the paper).
 
     Returns:
         ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` over the T masked frames, in
-        frame order; labels are 0 or the class's VOC id.
+        frame order; labels are 0 or the class's index in `CLASSES`.
 
     Raises:
         MissingFileError: the shot, a mask or a frame is missing.
-        ValueError: a bad shot id, or a frame whose size differs from its mask's (unless
-            ``resize_frames``).
+        ValueError: a bad shot id, or a frame whose resized size differs from its mask's.
     """
-    cls, _, _ = _parse_shot_id(shot_id)
     frames, labels = [], []
-    for number, path in mask_paths(root, shot_id).items():
-        label = mask_to_labels(read_mask(path), cls, threshold)
-        image_path = frame_path(root, shot_id, number)
-        frame = read_rgb(image_path, _FIX)
-        frames.append(_fit_frame(frame, label.shape, image_path, path, resize_frames))
+    for number in mask_paths(root, shot_id):
+        label = read_label(root, shot_id, number, threshold, max_dim)
+        frames.append(_check_pair(read_frame(root, shot_id, number, max_dim), label, shot_id,
+                                  number))
         labels.append(label)
     shapes = {label.shape for label in labels}
     if len(shapes) > 1:
@@ -221,11 +289,19 @@ def read_shot(
     return np.stack(frames), np.stack(labels)
 
 
+def _ids(root: str | os.PathLike[str], ids: Iterable[str] | None) -> list[str]:
+    ids = shot_ids(root) if ids is None else list(ids)
+    _masks_dir(root)  # a wrong root raises now
+    for shot_id in ids:
+        _parse_shot_id(shot_id)  # reject bad ids now, not halfway through
+    return ids
+
+
 def videos(
     root: str | os.PathLike[str],
     ids: Iterable[str] | None = None,
     threshold: int = DEFAULT_THRESHOLD,
-    resize_frames: bool = False,
+    max_dim: int = MAX_DIM,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield `read_shot` videos, one per shot.
 
@@ -233,14 +309,130 @@ def videos(
         root: the directory holding ``youtube_masks/``.
         ids: shot ids to read, in this order; all shots (`shot_ids`) if None.
         threshold: grey value above which a mask pixel is the object.
-        resize_frames: see `read_shot`.
+        max_dim: the longer side after resizing.
 
     Returns:
         An iterator of ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; the shots are
         listed now (a missing root raises here), read lazily.
     """
-    ids = shot_ids(root) if ids is None else list(ids)
-    _masks_dir(root)  # a wrong root raises now
+    ids = _ids(root, ids)
+    return (read_shot(root, shot_id, threshold, max_dim) for shot_id in ids)
+
+
+def scored_frames(root: str | os.PathLike[str], shot_id: str) -> list[int]:
+    """The masked frames of a shot that the reference scores: f >= `FIRST_SCORED`."""
+    return [f for f in mask_paths(root, shot_id) if f >= FIRST_SCORED]
+
+
+def _loader(root, shot_id: str, frame: int, max_dim: int):
+    """`back -> frame f - 10 * back` of a shot (resized), for `protocol.phase_clip`."""
+    def load(back: int) -> np.ndarray:
+        number = frame - SUBSAMPLE * back
+        if number < 1:
+            raise ValueError(
+                f"shot {shot_id}: scoring frame {frame} {back} steps after the last full run "
+                f"needs frame {number}, before the shot starts; the reference scores frames "
+                f">= {FIRST_SCORED}, i.e. at most 2 steps back: use a phase <= 2 "
+                "(--phase fixed:K) or a schedule of cycle <= 3")
+        return read_frame(root, shot_id, number, max_dim)
+    return load
+
+
+def clips(
+    root: str | os.PathLike[str],
+    schedule,
+    phase: str = "all",
+    ids: Iterable[str] | None = None,
+    threshold: int = DEFAULT_THRESHOLD,
+    max_dim: int = MAX_DIM,
+) -> Iterator[protocol.Clip]:
+    """The clips a schedule runs, as the reference notebooks run them.
+
+    Per shot, over its labelled frames f >= 21 (`scored_frames`), by the schedule's kind:
+      - stateless (oracle, truncated baselines): one clip of those frames, all scored
+        (youtube-clockwork-exp cell 8, pascal-translate-exp's baselines);
+      - fixed (skip, alternating, ...): per labelled frame and phase k of `phase`
+        (`protocol.phases`; the reference's "all": phases 0 and 1, summed: cells 10 and
+        12): the frames f - 10k, ..., f - 10, f, scoring f;
+      - adaptive: one clip per shot, a warm-up frame f0 - 10 before its first scored frame
+        f0 (a full run, not scored or counted), then every scored frame (cell 14);
+      - pipeline2: f - 10, f (cell 10 of youtube-pipeline-exp: a full run on f - 10, then a
+        2-stage step on f); pipeline3: f - 20, f - 20, f - 10, f (cell 12: a full run on
+        f - 20, then 3-stage steps on f - 10 and f; the engine's fill step on the repeated
+        f - 20 leaves exactly the state of that full run).
+
+    Args:
+        root: the directory holding ``youtube_masks/`` and ``v1/``.
+        schedule: a `clockwork.Schedule` (or anything with its `theta`, `pipelined`, `cycle`
+            and `lags`, as the evaluator's baselines).
+        phase: the fixed schedules' phase policy (`protocol.PHASES`; "clip" is not one here).
+        ids: shot ids, in this order; all shots if None.
+        threshold: the mask threshold.
+        max_dim: the longer side after resizing.
+
+    Returns:
+        An iterator of `protocol.Clip`s, read lazily (the shots are listed, the arguments
+        checked, now).
+    """
+    ids = _ids(root, ids)
+    kind = protocol.kind(schedule)
+    if kind == "fixed":
+        phase = protocol.check_phase(phase)
+        if phase == "clip":
+            raise ValueError("YouTube-Objects has no clip to start a fixed schedule from: use "
+                             "--phase all (the reference), coin or fixed:K")
+    return _clips(root, schedule, kind, phase, ids, threshold, max_dim)
+
+
+def _clips(root, schedule, kind: str, phase: str, ids: list[str], threshold: int,
+           max_dim: int) -> Iterator[protocol.Clip]:
     for shot_id in ids:
-        _parse_shot_id(shot_id)  # reject bad ids now, not halfway through
-    return (read_shot(root, shot_id, threshold, resize_frames) for shot_id in ids)
+        numbers = scored_frames(root, shot_id)
+        if not numbers:
+            continue
+        label = {f: read_label(root, shot_id, f, threshold, max_dim) for f in numbers}
+        if kind == "frame":
+            frames = np.stack([_check_pair(read_frame(root, shot_id, f, max_dim), label[f],
+                                           shot_id, f) for f in numbers])
+            yield protocol.whole(frames, np.stack([label[f] for f in numbers]),
+                                 range(len(numbers)), key=shot_id)
+        elif kind == "adaptive":
+            first = _loader(root, shot_id, numbers[0], max_dim)(1)
+            frames = np.stack([first] + [_check_pair(read_frame(root, shot_id, f, max_dim),
+                                                     label[f], shot_id, f) for f in numbers])
+            labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+            labels[1:] = np.stack([label[f] for f in numbers])
+            scored = tuple(range(1, len(frames)))
+            yield protocol.Clip(frames, labels, scored, scored, len(scored), shot_id)
+        else:
+            per_frame = (protocol.phases(phase, schedule.cycle, len(numbers))
+                         if kind == "fixed" else None)
+            for i, f in enumerate(numbers):
+                load, key = _loader(root, shot_id, f, max_dim), f"{shot_id}/{f}"
+                if kind == "pipeline":
+                    yield protocol.backs_clip(load, label[f], protocol.pipeline_backs(schedule),
+                                              key=key)
+                else:
+                    for k in per_frame[i]:
+                        yield protocol.phase_clip(load, label[f], k, key=key)
+
+
+def full_rate_shot(
+    root: str | os.PathLike[str], shot_id: str, threshold: int = DEFAULT_THRESHOLD,
+    max_dim: int = MAX_DIM,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every raw frame of a shot from its first labelled frame on (youtube-differences cell 8:
+    ``frames[first_label_idx:]``), resized, with the labels of its masked frames (255 on
+    the others).
+
+    Returns:
+        ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``.
+    """
+    masks = mask_paths(root, shot_id)
+    numbers = [n for n in frame_numbers(root, shot_id) if n >= min(masks)]
+    frames = np.stack([read_frame(root, shot_id, n, max_dim) for n in numbers])
+    labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+    for i, n in enumerate(numbers):
+        if n in masks:
+            labels[i] = read_label(root, shot_id, n, threshold, max_dim)
+    return frames, labels
