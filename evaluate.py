@@ -19,9 +19,11 @@ does not train: pass --checkpoint, or let a one-process run cache the config's m
 import hashlib
 import json
 import os
+import re
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from flax import nnx
@@ -43,7 +45,7 @@ from cwfcn import (
     train_lib,
     weights,
 )
-from cwfcn.data import samples, sources, video
+from cwfcn.data import protocol, samples, sources, video
 
 ALL = ("oracle", "skip", "exponential", "alternating", "adaptive", "pipeline2", "pipeline3",
        "pool4", "pool3")
@@ -51,13 +53,24 @@ ALL = ("oracle", "skip", "exponential", "alternating", "adaptive", "pipeline2", 
 config_flags.DEFINE_config_file("config", "configs/sample.py", "Config file.", lock_config=True)
 flags.DEFINE_string("schedule", "adaptive",
                     f"Schedule, comma-separated schedules, or 'all'. {clockwork.SCHEDULE_HELP}; "
-                    "or the truncated baselines pool4, pool3.")
+                    "or the truncated baselines pool4, pool3 (see --baselines).")
+flags.DEFINE_string("baselines", None,
+                    "The truncated baselines' own weights, e.g. pool3=voc-fcn-pool3.caffemodel,"
+                    "pool4=voc-fcn-pool4.caffemodel (a .caffemodel or a train.py --workdir of "
+                    "configs/pascal_baseline.py). Without, pool3/pool4 rows use FCN-8s's own "
+                    "skip scores and say so ('pool4 (fcn8s)').")
+flags.DEFINE_string("phase", None,
+                    "Phase of fixed schedules at the scored frames: "
+                    f"{protocol.PHASE_HELP}. Default: the data set's reference protocol.")
 flags.DEFINE_string("theta", str(clockwork.DEFAULT_THETA),
                     "Threshold of the adaptive clock in [0, 1], or a sweep start:stop:step.")
 flags.DEFINE_float("target_rate", None,
                    "Pick theta so that S3 fires on about this fraction of frames, in (0, 1], "
-                   "calibrated without labels on the first --calibration_frames frames.")
-flags.DEFINE_integer("calibration_frames", 30, "Frames used to calibrate --target_rate.")
+                   "calibrated without labels over the whole data set (as the paper tuned "
+                   "it), or on the first --calibration_frames frames.")
+flags.DEFINE_integer("calibration_frames", None,
+                     "Calibrate --target_rate on the first N frames of the first video only "
+                     "(a live stream's start), not on the whole data set.")
 flags.DEFINE_integer("max_frames", None, "Read at most this many frames of a video:PATH.")
 flags.DEFINE_string("plot", None, "Write the trade-off and timeline plots (PNG) here.")
 flags.DEFINE_string("video_out", None,
@@ -89,53 +102,97 @@ def parse_thetas(spec: str) -> list[float]:
                      "e.g. 0.05:0.5:0.05")
 
 
-def schedules_from_flags(spec: str, thetas: list[float]) -> list[clockwork.Schedule | str]:
+def split_schedules(spec: str) -> list[str]:
+    """Comma-separated schedules; a comma before a digit stays inside (periods:1,2,4)."""
+    return [n for n in re.split(r",(?!\d)", spec) if n.strip()]
+
+
+def schedules_from_flags(spec: str, thetas: list[float], baselines: dict | None = None
+                         ) -> list[clockwork.Schedule | evaluation.Baseline]:
     """The schedules to run, oracle first (the reference for time and accuracy).
 
-    "adaptive" stands for one adaptive schedule per theta of the sweep.
+    "adaptive" (and "adaptive-pixel") stand for one adaptive schedule per theta of the
+    sweep; pool3 / pool4 are the truncated baselines, with their own nets where
+    `baselines` (name -> net) has them.
     """
-    names = list(ALL) if spec.strip().lower() == "all" else spec.split(",")
-    expanded = []
-    for n in names:
-        if n.strip().lower() == "adaptive":
-            expanded += [f"adaptive:{t}" for t in thetas]
+    names = list(ALL) if spec.strip().lower() == "all" else split_schedules(spec)
+    schedules = []
+    for n in (n.strip().lower() for n in names):
+        if n in clockwork.ADAPTIVE_SIGNALS:
+            schedules += [clockwork.parse_schedule(f"{n}:{t}") for t in thetas]
+        elif n in evaluation.BASELINES:
+            schedules.append(evaluation.Baseline(n, (baselines or {}).get(n)))
         else:
-            expanded.append(n)
-    schedules = [n.strip().lower() if n.strip().lower() in evaluation.BASELINES
-                 else clockwork.parse_schedule(n) for n in expanded]
-    if all(getattr(s, "name", s) != "oracle" for s in schedules):
+            schedules.append(clockwork.parse_schedule(n))
+    if all(getattr(s, "name", None) != "oracle" for s in schedules):
         schedules.insert(0, clockwork.parse_schedule("oracle"))
     return schedules
 
 
-def calibrated_theta(net, source, mean, rate: float, frames: int) -> float:
-    """Theta for a target S3 firing rate, from the first frames of the first video (no labels)."""
-    first, _ = next(iter(source))
-    maps = calibrate.clock_maps(net, model.preprocess(first[:frames], mean))
-    return calibrate.theta_for_rate(maps, rate)
+def parse_baselines(spec: str | None) -> dict[str, str]:
+    """"pool3=A,pool4=B" -> {"pool3": "A", "pool4": "B"}."""
+    if not spec:
+        return {}
+    out = {}
+    for item in spec.split(","):
+        name, sep, path = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in evaluation.BASELINES or not path.strip():
+            raise ValueError(f"bad --baselines {spec!r}: use NAME=FILE pairs with NAME one of "
+                             f"{sorted(evaluation.BASELINES)}, e.g. pool4=voc-fcn-pool4.caffemodel")
+        out[name] = path.strip()
+    return out
 
 
-def write_outputs(rows, source, net, mean) -> None:
+def load_baselines(config, paths: dict[str, str], mean_bgr) -> dict:
+    """The truncated nets of --baselines, each loaded from its file or checkpoint."""
+    nets = {}
+    for name, path in paths.items():
+        baseline_config = ml_collections.ConfigDict(config.to_dict())
+        baseline_config.model.arch = name
+        net, origin = load_net(baseline_config, path, mean_bgr)
+        print(f"baseline {name}: {origin}", file=sys.stderr)
+        nets[name] = net
+    return nets
+
+
+def calibrated_theta(net, source, mean, rate: float, frames: int | None) -> float:
+    """Theta for a target S3 firing rate, without labels: over the whole data set's adaptive
+    clips, counted as its reference counts them; or on the first `frames` frames of the
+    first video."""
+    if frames is not None:
+        first, _ = next(iter(source))
+        maps = calibrate.clock_maps(net, model.preprocess(first[:frames], mean))
+        return calibrate.theta_for_rate(maps, rate)
+    runs = calibrate.clip_runs(net, source.clips(clockwork.parse_schedule("adaptive")), mean)
+    return calibrate.theta_for_rate_over(runs, rate)
+
+
+def write_outputs(rows, schedules, source, net, mean) -> None:
     """The plots and the overlay video the flags ask for."""
     if FLAGS.plot:
         os.makedirs(FLAGS.plot, exist_ok=True)
-        sweep = [r for r in rows if r["schedule"].startswith("adaptive")]
-        fixed = [r for r in rows if not r["schedule"].startswith("adaptive")]
+        sweep = [r for r in rows if r["kind"] == "adaptive"]
+        fixed = [r for r in rows if r["kind"] != "adaptive"]
         paths = [plots.plot_tradeoff(os.path.join(FLAGS.plot, "tradeoff.png"), sweep, fixed)]
         for r in sweep[:1]:  # the clock of the first adaptive schedule, frame by frame
             theta = float(r["schedule"].partition(":")[2])
             paths.append(plots.plot_timeline(
                 os.path.join(FLAGS.plot, "timeline.png"), np.asarray(r["timeline"]["change"]),
                 np.asarray(r["timeline"]["fired"]), theta, title=f"{source.name}: {r['schedule']}"))
+        if len(sweep) > 1:  # Fig. 7: the clocks side by side on the first video
+            paths.append(plots.plot_clocks(
+                os.path.join(FLAGS.plot, "clocks.png"),
+                {r["schedule"]: r["timeline"]["fired"] for r in sweep}, title=source.name))
         print("plots: " + ", ".join(map(str, paths)), file=sys.stderr)
     if FLAGS.video_out:
         rgb, _ = next(iter(source))
-        name = rows[-1]["schedule"]
-        schedule = name if name in evaluation.BASELINES else clockwork.parse_schedule(name)
-        preds, fired, _ = evaluation.predict(net, model.preprocess(rgb, mean), schedule)
-        n = video.write_overlay(FLAGS.video_out, rgb, preds, num_classes=net.num_classes,
+        preds, fired, _ = evaluation.predict(net, model.preprocess(rgb, mean), schedules[-1])
+        if source.pred_lut is not None:
+            preds = np.asarray(source.pred_lut)[preds]
+        n = video.write_overlay(FLAGS.video_out, rgb, preds, num_classes=source.num_classes,
                                 fired=fired[:, -1])
-        print(f"video: {FLAGS.video_out} ({n} frames, {name})", file=sys.stderr)
+        print(f"video: {FLAGS.video_out} ({n} frames, {rows[-1]['schedule']})", file=sys.stderr)
 
 
 def load_net(config, path: str | None, mean_bgr) -> tuple[model.FCN8s, str]:
@@ -165,42 +222,54 @@ def evaluate() -> None:
     lead = process == 0  # prints the table and writes the outputs
     config = FLAGS.config
     config_check.check(config)
+    if config.model.arch != "fcn8s":
+        raise ValueError(f"evaluate.py runs FCN-8s's schedules, and config.model.arch is "
+                         f"{config.model.arch!r}: pass an FCN-8s config, and the baseline's "
+                         f"weights with --baselines {config.model.arch}=FILE")
     thetas = parse_thetas(FLAGS.theta)
     if FLAGS.target_rate is not None and not 0.0 < FLAGS.target_rate <= 1.0:
         raise ValueError(f"--target_rate must be in (0, 1], got {FLAGS.target_rate}: pick the "
                          "fraction of frames on which S3 should fire, e.g. 0.5")
     schedules_from_flags(FLAGS.schedule, thetas)  # fail on bad names before any work
+    baseline_paths = parse_baselines(FLAGS.baselines)
+    if FLAGS.calibration_frames is not None and FLAGS.calibration_frames < 1:
+        raise ValueError(f"--calibration_frames must be >= 1, got {FLAGS.calibration_frames}")
     if FLAGS.output:
         results.check_writable(FLAGS.output)
     source = sources.open_source(FLAGS.data, data_dir=FLAGS.data_dir, config=config,
                                  max_frames=FLAGS.max_frames)
-    if source.num_classes != config.model.num_classes:
-        raise ValueError(f"data {source.name!r} has {source.num_classes} classes but the "
-                         f"config's net has {config.model.num_classes}: pass a config for "
+    phase = source.check_phase(FLAGS.phase)
+    if source.net_classes != config.model.num_classes:
+        raise ValueError(f"data {source.name!r} needs a net of {source.net_classes} classes but "
+                         f"the config's has {config.model.num_classes}: pass a config for "
                          "this data set (--config configs/...)")
     mean = model.MEAN_BGR[source.mean]
     net, origin = load_net(config, FLAGS.checkpoint, mean)
-    print(f"device: {jax.devices()[0].platform}; data: {source.name}; net: FCN-8s "
-          f"({config.model.widths}), {origin}", file=sys.stderr)
+    print(f"device: {jax.devices()[0].platform}; data: {source.name} ({source.protocol}; "
+          f"phase {phase}); net: FCN-8s ({config.model.widths}), {origin}", file=sys.stderr)
+    baselines = load_baselines(config, baseline_paths, mean)
     if FLAGS.target_rate is not None:
         thetas = [calibrated_theta(net, source, mean, FLAGS.target_rate,
                                    FLAGS.calibration_frames)]
         print(f"target rate {FLAGS.target_rate}: theta = {thetas[0]:.4f}", file=sys.stderr)
-    schedules = schedules_from_flags(FLAGS.schedule, thetas)
+    schedules = schedules_from_flags(FLAGS.schedule, thetas, baselines)
     journal = None
-    if FLAGS.output:  # per-video results, so that a killed run resumes where it stopped
-        job = json.dumps([config.to_dict(), source.name, origin, FLAGS.dtype, FLAGS.max_frames],
-                         sort_keys=True, default=str)
-        part = f".p{process}" if processes > 1 else ""  # each process's own videos
+    if FLAGS.output:  # per-clip results, so that a killed run resumes where it stopped
+        job = json.dumps([config.to_dict(), source.name, origin, FLAGS.dtype, FLAGS.max_frames,
+                          phase, baseline_paths], sort_keys=True, default=str)
+        part = f".p{process}" if processes > 1 else ""  # each process's own clips
         journal = results.Journal(f"{FLAGS.output}{part}.partial.jsonl", job)
         if len(journal):
-            print(f"resuming: {len(journal)} videos done earlier ({journal.path})",
+            print(f"resuming: {len(journal)} clips done earlier ({journal.path})",
                   file=sys.stderr)
-    rows = [evaluation.evaluate_schedule(net, source, s, mean_bgr=mean,
+    rows = [evaluation.evaluate_schedule(net, source.clips(s, phase), s, mean_bgr=mean,
                                          boundary_radius=config.clock.boundary_radius,
-                                         dtype=FLAGS.dtype, journal=journal,
+                                         pred_lut=source.pred_lut, dtype=FLAGS.dtype,
+                                         journal=journal,
                                          shard=(process, processes) if processes > 1 else None)
             for s in schedules]
+    for row in rows:
+        row["phase"] = phase if row["kind"] == "fixed" else None
     evaluation.add_speedups(rows)
     if not lead:
         if journal is not None:
@@ -208,13 +277,14 @@ def evaluate() -> None:
         return
     print(evaluation.format_table(rows))
     if FLAGS.target_rate is not None:
-        achieved = [r["fired"][-1] for r in rows if r["schedule"].startswith("adaptive")]
+        achieved = [r["fired_ref"][-1] for r in rows if r["kind"] == "adaptive"]
         print(f"target rate {FLAGS.target_rate}: achieved S3 rate "
               + ", ".join(f"{a:.3f}" for a in achieved), file=sys.stderr)
-    write_outputs(rows, source, net, mean)
+    write_outputs(rows, schedules, source, net, mean)
     if FLAGS.output:
         results.write_json(FLAGS.output, {
-            "config": config.to_dict(), "data": source.name, "weights": origin,
+            "config": config.to_dict(), "data": source.name, "protocol": source.protocol,
+            "phase": phase, "weights": origin, "baselines": baseline_paths,
             "dtype": FLAGS.dtype, "target_rate": FLAGS.target_rate, **provenance.record(),
             "results": rows})
         journal.remove()

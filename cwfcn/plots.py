@@ -5,6 +5,9 @@
                  and fixed schedules (labelled points).
   plot_timeline  Fig. 7: the adaptive clock's change signal per frame, its threshold,
                  and the firings of the last stage as a strip below.
+  plot_clocks    Fig. 7 (left): the firings of several clocks over the same video, one
+                 strip each (the score_pool4 clock against the pixel-difference clock).
+  plot_differences  Fig. 2: per-frame change of score layers over a shot.
 
 `tradeoff_figure` / `timeline_figure` build the figures without saving them (for tests
 and notebooks); `plot_*` save them and close them.
@@ -179,3 +182,100 @@ def plot_timeline(
 ) -> str:
     """Writes `timeline_figure(change, fired, theta, title)` as a PNG and returns its path."""
     return _save(timeline_figure(change, fired, theta, title), path)
+
+
+def differences_figure(
+    traces: Mapping[str, Sequence[float] | np.ndarray], title: str = "", frames: int = 75
+) -> Figure:
+    """Per-frame differences of one shot (Fig. 2: pool4 and fc7 argmax change), not saved.
+
+    Args:
+      traces: legend label -> float `[T]` per-frame change (`differences.layer_changes`),
+        drawn in this order: the first green, the second blue (the paper's pool4 and fc7),
+        any further ones in other colours.
+      title: the figure's title.
+      frames: draw only the first this many frames (75 in the paper).
+
+    Returns:
+      The figure; its axes hold one line per trace, in the order of `traces`.
+
+    Raises:
+      ValueError: if there is no trace, a trace is not 1-D and non-empty, or frames < 1.
+    """
+    if not traces:
+        raise ValueError("nothing to plot: no traces")
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    colors = ("tab:green", "tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown")
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    longest, peak = 0, 0.0
+    for i, (label, values) in enumerate(traces.items()):
+        values = np.asarray(values, np.float64)
+        if values.ndim != 1 or not len(values):
+            raise ValueError(f"trace {label!r} must be [T] with T > 0, got shape {values.shape}")
+        values = values[:frames]
+        longest, peak = max(longest, len(values)), max(peak, float(np.nanmax(values)))
+        ax.plot(np.arange(len(values)), values, "-", color=colors[i % len(colors)], lw=1.2,
+                label=label)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("change from the previous frame")
+    ax.set_xlim(0, max(longest - 1, 1))
+    ax.set_ylim(0, max(peak * 1.1, 0.01))  # the changes are small: scale to them, not to 1
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_differences(
+    path: str | os.PathLike,
+    traces: Mapping[str, Sequence[float] | np.ndarray],
+    title: str = "",
+    frames: int = 75,
+) -> str:
+    """Writes `differences_figure(traces, title, frames)` as a PNG and returns its path."""
+    return _save(differences_figure(traces, title, frames), path)
+
+
+def clocks_figure(clocks: Mapping[str, Sequence[bool] | np.ndarray], title: str = "") -> Figure:
+    """Several clocks' firings over one video, one black-where-fired strip each (Fig. 7,
+    left), not saved.
+
+    Args:
+      clocks: label -> bool `[T]`, whether the last stage fired on each frame; all of one T.
+      title: the figure's title.
+
+    Returns:
+      The figure: one axes per clock, in order, each with its strip as a `[1, T]` image
+      and its label with the share of frames fired.
+
+    Raises:
+      ValueError: no clocks, or strips that are not 1-D of one non-zero length.
+    """
+    strips = {label: np.asarray(f, bool) for label, f in clocks.items()}
+    lengths = {f.shape for f in strips.values()}
+    if not strips or len(lengths) != 1 or len(next(iter(lengths))) != 1 or not min(
+            len(f) for f in strips.values()):
+        raise ValueError(f"clocks must be [T] bool strips of one T > 0, got shapes "
+                         f"{[f.shape for f in strips.values()]}")
+    fig, axes = plt.subplots(len(strips), 1, figsize=(8, 0.9 * len(strips) + 0.8),
+                             sharex=True, squeeze=False)
+    for ax, (label, fired) in zip(axes[:, 0], strips.items(), strict=True):
+        ax.imshow(fired[None].astype(np.float64), cmap="Greys", vmin=0, vmax=1, aspect="auto",
+                  interpolation="nearest", extent=(-0.5, len(fired) - 0.5, 0, 1))
+        ax.set_yticks([])
+        ax.set_ylabel(f"{label}\n{100 * fired.mean():.0f}% fired", rotation=0, ha="right",
+                      va="center", fontsize=8)
+    axes[-1, 0].set_xlabel("frame (black: the full net ran)")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_clocks(path: str | os.PathLike, clocks: Mapping[str, Sequence[bool] | np.ndarray],
+                title: str = "") -> str:
+    """Writes `clocks_figure(clocks, title)` as a PNG and returns its path."""
+    return _save(clocks_figure(clocks, title), path)

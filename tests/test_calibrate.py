@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cwfcn import calibrate, clockwork
+from cwfcn import calibrate, clockwork, model
 
 H, W = 24, 32
 
@@ -151,3 +151,47 @@ def test_simulate_matches_engine(net, maps):
         np.testing.assert_array_equal(calibrate.simulate(maps, theta), expect, err_msg=str(theta))
         nontrivial |= bool(expect[1:].any() and not expect[1:].all())
     assert nontrivial, "no theta gave a mixed firing pattern: the comparison is too weak"
+
+
+def test_theta_for_rate_over_a_data_set_counts_as_the_reference():
+    """Two clips; only frames 1.. count (the first, a forced full run, is in the
+    denominator, as Cityscapes counts it). Pairwise changes of clip a: 0.25 (0-1), 0.5
+    (0-2), 0.25 (1-2); of clip b: 1.0 (0-1) and 0 (1-2). By hand, firings on counted frames:
+    theta <= 0.25: a fires on 1 and 2, b on 1 -> 3 of 6; theta in (0.25, 0.5]: a fires on
+    2 (0.5 since 0), b on 1 -> 2 of 6; theta in (0.5, 1]: b on 1 -> 1 of 6."""
+    a = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
+    b = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
+    runs = [calibrate.ClockRun(a, (1, 2), 3), calibrate.ClockRun(b, (1, 2), 3)]
+    assert calibrate.theta_for_rate_over(runs, 0.5) == pytest.approx(0.25)
+    assert calibrate.theta_for_rate_over(runs, 2 / 6) == pytest.approx(0.5)
+    assert calibrate.theta_for_rate_over(runs, 0.1) == pytest.approx(1.0)
+    # The same runs with every frame counted: frame 0 fires too (2 more of 6).
+    every = [calibrate.ClockRun(m, (0, 1, 2), 3) for m in (a, b)]
+    assert calibrate.theta_for_rate_over(every, 4 / 6) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no clips"):
+        calibrate.theta_for_rate_over([], 0.5)
+
+
+def test_calibration_over_clips_reproduces_the_engine(net):
+    """The theta found over several clips gives the target rate when the engine runs them."""
+    from cwfcn.data import protocol
+
+    rng = np.random.default_rng(3)
+    clips = []
+    for _ in range(3):
+        rgb = rng.integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
+        rgb[3:5] = rgb[2]  # a held stretch: the clock must choose
+        labels = np.zeros(rgb.shape[:3], np.uint8)
+        clips.append(protocol.Clip(rgb, labels, (5,), tuple(range(1, 6)), 6))
+    mean = model.MEAN_BGR["voc"]
+    runs = calibrate.clip_runs(net, clips, mean)
+    theta = calibrate.theta_for_rate_over(runs, 0.3)
+    fired = 0
+    for clip in clips:
+        out = clockwork.run(net, model.preprocess(clip.frames, mean), f"adaptive:{theta!r}")
+        fired += int(np.asarray(out.fired)[1:, -1].sum())
+    replayed = sum(int(calibrate.simulate(r.maps, theta)[1:].sum()) for r in runs)
+    assert fired == replayed
+    best = min(abs(sum(int(calibrate.simulate(r.maps, t)[1:].sum()) for r in runs) / 18 - 0.3)
+               for t in np.linspace(0, 1, 201))
+    assert abs(fired / 18 - 0.3) <= best + 1e-9  # no grid theta comes closer

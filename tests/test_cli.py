@@ -36,8 +36,9 @@ def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
     assert record["config"]["model"]["num_classes"] == 5 and record["device"].startswith("cpu")
     assert record["versions"]["jax"] == jax.__version__ and "git_revision" in record
     rows = {r["schedule"]: r for r in record["results"]}
+    # Without --baselines the truncated rows are FCN-8s's own skip scores, and say so.
     assert list(rows) == ["oracle", "skip", "exponential", "alternating", "adaptive:0.3",
-                          "pipeline2", "pipeline3", "pool4", "pool3"]
+                          "pipeline2", "pipeline3", "pool4 (fcn8s)", "pool3 (fcn8s)"]
     for name in rows:  # every schedule is a row of the printed table
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
     assert rows["oracle"]["time_fraction"] == 1.0
@@ -48,10 +49,48 @@ def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
     assert rows["skip"]["fired"] == [0.5, 0.5, 0.5]
     assert rows["exponential"]["fired"] == pytest.approx([1.0, 0.5, 2 / 6])
     assert rows["alternating"]["fired"] == [1.0, 1.0, 0.5]
-    assert rows["pool4"]["fired"] == [1.0, 1.0, 0.0] and rows["pool3"]["fired"] == [1.0, 0, 0]
+    assert rows["pool4 (fcn8s)"]["fired"] == [1.0, 1.0, 0.0]
+    assert rows["pool3 (fcn8s)"]["fired"] == [1.0, 0, 0]
     for r in rows.values():
         assert 0.0 <= r["mean_iu"] <= 1.0 and 0.0 <= r["bdry_mean_iu"] <= 1.0
         assert 0.0 <= r["flop_fraction"] <= 1.0 and r["frames"] == 12
+        assert 0.0 <= r["flop_fraction_dense"] <= 1.0
+    # Both counts spend half of each stage under skip; the fusion runs every frame.
+    assert 0.5 < rows["skip"]["flop_fraction_dense"] < 0.52
+    assert rows["oracle"]["flop_fraction_dense"] == rows["oracle"]["flop_fraction"] == 1.0
+    # Both cost columns: pipelines' modelled latency (longest stage + fusion) is below 1.
+    for name in ("pipeline2", "pipeline3"):
+        assert 0.0 < rows[name]["latency_model_flops"] < 1.0
+        assert 0.0 < rows[name]["latency_model_time"] < 1.0
+    assert rows["pipeline3"]["latency_model_flops"] < rows["pipeline2"]["latency_model_flops"]
+    assert record["protocol"].startswith("translated videos") and record["phase"] == "clip"
+
+
+@pytest.mark.slow
+def test_truncated_baselines_train_and_evaluate_with_their_own_weights(tmp_path):
+    """train.py trains a pool4 net (config.model.arch); evaluate.py --baselines scores it,
+    the row named as the paper's baseline; the pixel clock and a periods list run too."""
+    work = tmp_path / "pool4"
+    proc = _run("train.py", "--config", "configs/tiny.py", "--config.model.arch=pool4",
+                "--config.train.steps=2", "--workdir", str(work), cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "r.json"
+    proc = _run("evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
+                "--schedule", "pool4,adaptive-pixel:0.1,periods:1,2,4", "--baselines",
+                f"pool4={work}", "--output", str(out), cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["schedule"]: r for r in json.loads(out.read_text())["results"]}
+    assert list(rows) == ["oracle", "pool4", "adaptive-pixel:0.1", "periods:1,2,4"]
+    assert rows["pool4"]["fired"] == [1.0, 1.0, 0.0]
+    assert rows["pool4"]["flop_fraction_dense"] < 1.0
+    assert "baseline pool4: checkpoint" in proc.stderr
+    # The trained pool4 net's predictions, not FCN-8s's skip scores, are what was scored.
+    proc2 = _run("evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
+                 "--schedule", "pool4", "--output", str(tmp_path / "r2.json"),
+                 cache=tmp_path / "cache")
+    skip_row = json.loads((tmp_path / "r2.json").read_text())["results"][1]
+    assert proc2.returncode == 0 and skip_row["schedule"] == "pool4 (fcn8s)"
+    assert skip_row["pixel_acc"] != rows["pool4"]["pixel_acc"]
 
 
 def test_evaluate_bad_schedule_is_one_clear_error():
@@ -135,6 +174,19 @@ def test_evaluate_sweep_plots_and_overlay_video(tmp_path):
     assert frames.shape[:3] == (config.data.num_frames, config.data.size, config.data.size)
 
 
+def test_target_rate_is_calibrated_over_the_whole_data_set(tmp_path):
+    """No --calibration-frames: theta is tuned on every clip, as the paper tuned it to 50%,
+    and the rate the reference counts is the one reported."""
+    out = tmp_path / "r.json"
+    proc = _run("evaluate.py", "--config", "configs/tiny.py", "--config.train.steps=0",
+                "--data", "synthetic", "--config.data.num_videos=3", "--target-rate", "0.5",
+                "--schedule", "adaptive", "--output", str(out), cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [r for r in json.loads(out.read_text())["results"] if r["kind"] == "adaptive"]
+    assert f"achieved S3 rate {row['fired_ref'][-1]:.3f}" in proc.stderr
+    assert abs(row["fired_ref"][-1] - 0.5) <= 0.2
+
+
 @pytest.mark.slow
 def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
     # vtest.avi: a fixed camera over a walkway, so the rate of the first frames holds later.
@@ -155,6 +207,10 @@ def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--theta", "0.5:0.1:0.1"], "bad --theta"),
+    (["--data", "synthetic", "--phase", "coin"], "takes --phase clip"),
+    (["--phase", "sometimes"], "bad phase"),
+    (["--baselines", "pool5=x.caffemodel"], "bad --baselines"),
+    (["--config.model.arch=pool4"], "pass an FCN-8s config"),
     (["--target_rate", "0"], "--target_rate must be in"),
     (["--data", "video:/no/such.mp4"], "no such file"),
 ])

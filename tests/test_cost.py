@@ -80,3 +80,58 @@ def test_stage_flops_exact_on_matmuls():
     flops = cost.stage_flops(_MatmulNet(), (4, 5, 3))
     assert flops.stages == (2 * 20 * 3 * 3,) * 3
     assert flops.fuse == 0
+
+
+def _dense_hand_flops(size, widths, c):
+    """The Caffe net's multiply-add FLOPs: conv1_1 on the full 100-px pad, every tap."""
+    w1, w2, w3 = widths[:3]
+    h = size + 198
+    s1 = _conv_flops(h, h, 3, 3, w1) + _conv_flops(h, h, 3, w1, w1)
+    h = -(-h // 2)
+    s1 += _conv_flops(h, h, 3, w1, w2) + _conv_flops(h, h, 3, w2, w2)
+    h = -(-h // 2)
+    s1 += _conv_flops(h, h, 3, w2, w3) + 2 * _conv_flops(h, h, 3, w3, w3)
+    h3 = -(-h // 2)
+    s1 += _conv_flops(h3, h3, 1, w3, c)
+    return (s1, *_hand_flops(size, widths, c)[1:])
+
+
+def test_dense_flops_are_the_caffe_count():
+    net = model.FCN8s(5, widths=WIDTHS, rngs=nnx.Rngs(0))
+    dense = cost.stage_flops(net, (40, 40, 3), dense=True)
+    hand = _dense_hand_flops(40, WIDTHS, 5)
+    # S3 also counts upscore2, a 4x4 deconv of C channels on fc7's 2x2 map (40 px: 238, 119,
+    # 60, 30, 15, 8 after the pools, minus 6 for fc6), as Caffe's Deconvolution: each input
+    # pixel meets each tap.
+    up2 = 2 * (2 * 2) * 16 * 5 * 5
+    assert dense.stages[0] == pytest.approx(hand[0])
+    assert dense.stages[1] == pytest.approx(hand[1])
+    assert dense.stages[2] == pytest.approx(hand[2] + up2)
+    executed = cost.stage_flops(net, (40, 40, 3))
+    assert executed.stages[0] < 0.9 * dense.stages[0]  # the border shortcut: less work
+
+
+def test_the_paper_scale_dense_count():
+    """FCN-8s at 500 px: 363 GFLOP dense (DESIGN.md), S1 half of it."""
+    net = model.FCN8s(21, rngs=nnx.Rngs(0))
+    dense = cost.stage_flops(net, (500, 500, 3), dense=True)
+    assert dense.total / 1e9 == pytest.approx(363, abs=1.0)
+    assert dense.stages[0] / dense.total == pytest.approx(0.50, abs=0.01)
+
+
+def test_pipeline_latency_hand_worked():
+    stages, fuse = (5.0, 3.0, 2.0), 0.5
+    assert cost.pipeline_latency((0, 0, 0), stages, fuse) == pytest.approx(1.0)
+    assert cost.pipeline_latency((0, 1, 1), stages, fuse) == pytest.approx(5.5 / 10.5)
+    assert cost.pipeline_latency((0, 0, 1), stages, fuse) == pytest.approx(8.5 / 10.5)
+    assert cost.pipeline_latency((0, 1, 0), stages, fuse) == pytest.approx(5.5 / 10.5)
+
+
+def test_baseline_net_flops():
+    trunc = model.TruncatedFCN(1, 5, widths=WIDTHS, rngs=nnx.Rngs(0))
+    dense = cost.net_flops(trunc, (40, 40, 3), lambda m, f: m(f, dense=True), dense=True)
+    # conv1_1 .. conv3_3 and score_fr on pool3, as S1; plus the bilinear x8 as two matmuls:
+    # [40 x 30] over the rows of [30, 30, 5], then [40 x 30] over the columns of [40, 30, 5].
+    s1 = _dense_hand_flops(40, WIDTHS, 5)[0]
+    assert dense == pytest.approx(s1 + 2 * (40 * 30 * 30 * 5 + 40 * 40 * 30 * 5))
+    assert cost.net_flops(trunc, (40, 40, 3), lambda m, f: m(f)) < 0.9 * dense

@@ -42,7 +42,8 @@ def test_truncated_baselines_score_the_truncated_net():
         # the full net's answer would not (checked below), so the baseline is really used.
         labels = want.astype(np.uint8)
         row = evaluation.evaluate_schedule(net, [(rgb, labels)], name, mean_bgr=mean)
-        assert row["schedule"] == name and row["pixel_acc"] == 1.0
+        # No separately trained net given: FCN-8s's own skip scores stand in, and say so.
+        assert row["schedule"] == f"{name} (fcn8s)" and row["pixel_acc"] == 1.0
         assert row["fired"] == [1.0] * stages + [0.0] * (3 - stages)
         full = np.argmax(np.asarray(net(frames)), -1)
         assert not np.array_equal(full, want)
@@ -83,6 +84,24 @@ def test_a_killed_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
         k: v for k, v in want.items() if k not in timing}
     assert len(results.Journal(path, "job")) == 4
     assert len(results.Journal(path, "another job")) == 0  # not this job's: started over
+
+
+def test_a_truncated_net_of_its_own_is_the_baseline_scored():
+    """evaluate.py --baselines: the pool4 row is the TruncatedFCN's predictions."""
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    pool4 = model.TruncatedFCN(2, 5, widths=model.NARROW_WIDTHS, zero_init_scores=False,
+                               rngs=nnx.Rngs(7))
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (4, 24, 28, 3), dtype=np.uint8)
+    mean = model.MEAN_BGR["voc"]
+    labels = np.argmax(np.asarray(pool4(model.preprocess(rgb, mean))), -1).astype(np.uint8)
+    row = evaluation.evaluate_schedule(net, [(rgb, labels)], evaluation.Baseline("pool4", pool4),
+                                       mean_bgr=mean)
+    assert row["schedule"] == "pool4" and row["pixel_acc"] == 1.0
+    own = evaluation.evaluate_schedule(net, [(rgb, labels)], "pool4", mean_bgr=mean)
+    assert own["pixel_acc"] < 1.0  # FCN-8s's skip scores answer otherwise
+    with pytest.raises(ValueError, match="stages=1"):
+        evaluation.Baseline("pool3", pool4)
 
 
 def test_evaluation_refuses_labels_out_of_range():

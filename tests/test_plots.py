@@ -119,3 +119,13 @@ def test_plot_timeline_writes_png_black_where_fired(tmp_path):
 def test_timeline_bad_shapes(tmp_path, change, fired):
     with pytest.raises(ValueError, match="same T"):
         plots.plot_timeline(tmp_path / "bad.png", change, fired, 0.25)
+
+
+def test_clocks_figure_one_strip_per_clock():
+    fig = plots.clocks_figure({"adaptive:0.25": [1, 0, 0, 1], "adaptive-pixel:0.02": [1, 1, 1, 1]})
+    strips = [ax.images[0].get_array() for ax in fig.axes]
+    np.testing.assert_array_equal(strips[0], [[1, 0, 0, 1]])
+    np.testing.assert_array_equal(strips[1], [[1, 1, 1, 1]])
+    assert "50% fired" in fig.axes[0].get_ylabel() and "100% fired" in fig.axes[1].get_ylabel()
+    with pytest.raises(ValueError, match="one T"):
+        plots.clocks_figure({"a": [1, 0], "b": [1, 0, 1]})
