@@ -69,7 +69,8 @@ def test_evaluate_all_schedules_writes_table_and_json(tmp_path):
 @pytest.mark.slow
 def test_truncated_baselines_train_and_evaluate_with_their_own_weights(tmp_path):
     """train.py trains a pool4 net (config.model.arch); evaluate.py --baselines scores it,
-    the row named as the paper's baseline; the pixel clock and a periods list run too."""
+    the row named as the paper's baseline (that its predictions are the ones scored:
+    test_evaluation); the pixel clock and a periods list run too."""
     work = tmp_path / "pool4"
     proc = _run("train.py", "--config", "configs/tiny.py", "--config.model.arch=pool4",
                 "--config.train.steps=2", "--workdir", str(work), cache=tmp_path / "cache")
@@ -84,13 +85,6 @@ def test_truncated_baselines_train_and_evaluate_with_their_own_weights(tmp_path)
     assert rows["pool4"]["fired"] == [1.0, 1.0, 0.0]
     assert rows["pool4"]["flop_fraction_dense"] < 1.0
     assert "baseline pool4: checkpoint" in proc.stderr
-    # The trained pool4 net's predictions, not FCN-8s's skip scores, are what was scored.
-    proc2 = _run("evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
-                 "--schedule", "pool4", "--output", str(tmp_path / "r2.json"),
-                 cache=tmp_path / "cache")
-    skip_row = json.loads((tmp_path / "r2.json").read_text())["results"][1]
-    assert proc2.returncode == 0 and skip_row["schedule"] == "pool4 (fcn8s)"
-    assert skip_row["pixel_acc"] != rows["pool4"]["pixel_acc"]
 
 
 def test_evaluate_bad_schedule_is_one_clear_error():
