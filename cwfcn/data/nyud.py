@@ -325,10 +325,12 @@ def clips(
 
 def _clips(root, kind: str, per_frame, ids: list[str], stride: int) -> Iterator[protocol.Clip]:
     for i, image_id in enumerate(ids):
+        if kind == "frame":  # the labelled frame alone: read no more
+            frames, labels = read_clip(root, image_id, stride, num_frames=1)
+            yield protocol.whole(frames, labels, (0,), key=image_id)
+            continue
         frames, labels = read_clip(root, image_id, stride)
-        if kind == "frame":
-            yield protocol.whole(frames[-1:], labels[-1:], (0,), key=image_id)
-        elif per_frame is None:
+        if per_frame is None:
             t = len(frames)
             yield protocol.Clip(frames, labels, (t - 1,), tuple(range(1, t)), t, image_id)
         else:
