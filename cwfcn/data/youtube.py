@@ -41,9 +41,10 @@ a split file listing such ids, one a line, can be read with `cwfcn.data.files.re
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -324,8 +325,8 @@ def scored_frames(root: str | os.PathLike[str], shot_id: str) -> list[int]:
     return [f for f in mask_paths(root, shot_id) if f >= FIRST_SCORED]
 
 
-def _loader(root, shot_id: str, frame: int, max_dim: int):
-    """`back -> frame f - 10 * back` of a shot (resized), for `protocol.phase_clip`."""
+def _loader(frame_of: Callable[[int], np.ndarray], shot_id: str, frame: int):
+    """`back -> frame f - 10 * back` of a shot (`frame_of(number)`), for `protocol.phase_clip`."""
     def load(back: int) -> np.ndarray:
         number = frame - SUBSAMPLE * back
         if number < 1:
@@ -334,7 +335,7 @@ def _loader(root, shot_id: str, frame: int, max_dim: int):
                 f"needs frame {number}, before the shot starts; the reference scores frames "
                 f">= {FIRST_SCORED}, i.e. at most 2 steps back: use a phase <= 2 "
                 "(--phase fixed:K) or a schedule of cycle <= 3")
-        return read_frame(root, shot_id, number, max_dim)
+        return frame_of(number)
     return load
 
 
@@ -391,24 +392,24 @@ def _clips(root, schedule, kind: str, phase: str, ids: list[str], threshold: int
         if not numbers:
             continue
         label = {f: read_label(root, shot_id, f, threshold, max_dim) for f in numbers}
+        # A shot's clips share frames (f - 10 is the previous clip's f): read each once.
+        frame_of = functools.cache(functools.partial(read_frame, root, shot_id,
+                                                     max_dim=max_dim))
+        scored = [_check_pair(frame_of(f), label[f], shot_id, f) for f in numbers]
         if kind == "frame":
-            frames = np.stack([_check_pair(read_frame(root, shot_id, f, max_dim), label[f],
-                                           shot_id, f) for f in numbers])
-            yield protocol.whole(frames, np.stack([label[f] for f in numbers]),
+            yield protocol.whole(np.stack(scored), np.stack([label[f] for f in numbers]),
                                  range(len(numbers)), key=shot_id)
         elif kind == "adaptive":
-            first = _loader(root, shot_id, numbers[0], max_dim)(1)
-            frames = np.stack([first] + [_check_pair(read_frame(root, shot_id, f, max_dim),
-                                                     label[f], shot_id, f) for f in numbers])
+            frames = np.stack([_loader(frame_of, shot_id, numbers[0])(1), *scored])
             labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
             labels[1:] = np.stack([label[f] for f in numbers])
-            scored = tuple(range(1, len(frames)))
-            yield protocol.Clip(frames, labels, scored, scored, len(scored), shot_id)
+            idx = tuple(range(1, len(frames)))
+            yield protocol.Clip(frames, labels, idx, idx, len(idx), shot_id)
         else:
             per_frame = (protocol.phases(phase, schedule.cycle, len(numbers))
                          if kind == "fixed" else None)
             for i, f in enumerate(numbers):
-                load, key = _loader(root, shot_id, f, max_dim), f"{shot_id}/{f}"
+                load, key = _loader(frame_of, shot_id, f), f"{shot_id}/{f}"
                 if kind == "pipeline":
                     yield protocol.backs_clip(load, label[f], protocol.pipeline_backs(schedule),
                                               key=key)
