@@ -230,7 +230,11 @@ def evaluate() -> None:
     if FLAGS.target_rate is not None and not 0.0 < FLAGS.target_rate <= 1.0:
         raise ValueError(f"--target_rate must be in (0, 1], got {FLAGS.target_rate}: pick the "
                          "fraction of frames on which S3 should fire, e.g. 0.5")
-    schedules_from_flags(FLAGS.schedule, thetas)  # fail on bad names before any work
+    named = schedules_from_flags(FLAGS.schedule, thetas)  # fail on bad names before any work
+    if FLAGS.target_rate is not None and any(getattr(s, "signal", None) == "pixels"
+                                             and s.theta is not None for s in named):
+        raise ValueError("--target_rate calibrates the score_pool4 clock (adaptive) only: give "
+                         "the pixel clock its threshold, e.g. adaptive-pixel:0.02")
     baseline_paths = parse_baselines(FLAGS.baselines)
     if FLAGS.calibration_frames is not None and FLAGS.calibration_frames < 1:
         raise ValueError(f"--calibration_frames must be >= 1, got {FLAGS.calibration_frames}")

@@ -205,6 +205,7 @@ def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
     (["--phase", "sometimes"], "bad phase"),
     (["--baselines", "pool5=x.caffemodel"], "bad --baselines"),
     (["--config.model.arch=pool4"], "pass an FCN-8s config"),
+    (["--schedule", "adaptive-pixel", "--target_rate", "0.5"], "calibrates the score_pool4"),
     (["--target_rate", "0"], "--target_rate must be in"),
     (["--data", "video:/no/such.mp4"], "no such file"),
 ])
