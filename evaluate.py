@@ -23,7 +23,6 @@ import re
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from flax import nnx
@@ -148,9 +147,7 @@ def load_baselines(config, paths: dict[str, str], mean_bgr) -> dict:
     """The truncated nets of --baselines, each loaded from its file or checkpoint."""
     nets = {}
     for name, path in paths.items():
-        baseline_config = ml_collections.ConfigDict(config.to_dict())
-        baseline_config.model.arch = name
-        net, origin = load_net(baseline_config, path, mean_bgr)
+        net, origin = load_net(train_lib.with_arch(config, name), path, mean_bgr)
         print(f"baseline {name}: {origin}", file=sys.stderr)
         nets[name] = net
     return nets

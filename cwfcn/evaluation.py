@@ -66,7 +66,7 @@ class Baseline:
 
 
 # The paper's latency baselines (Tables 3, 4) by name: how many FCN-8s stages each keeps.
-BASELINES = {name: stages for stages, name in model.TRUNCATED_NAMES.items()}
+BASELINES = model.TRUNCATED_STAGES
 
 
 def as_schedule(spec) -> clockwork.Schedule | Baseline:
@@ -371,7 +371,12 @@ def _aggregate(name: str, schedule, dtype, records: list[dict], wall: float) -> 
     result.update({f"bdry_{k}": v for k, v in metrics.scores(band_hist).items()})
     tds = [r["td"] for r in records if r["frames"] > 1]  # a 1-frame clip has no change
     spent = np.sum([r["spent"] for r in records], axis=0)
-    latency = [(r["latency"], r["frames"]) for r in records if r["latency"]]
+    timed = [r for r in records if r["latency"]]  # pipelines: (dense FLOPs, time) models
+
+    def latency(i: int) -> float | None:  # frame-weighted over the clips
+        return (float(np.average([r["latency"][i] for r in timed],
+                                 weights=[r["frames"] for r in timed])) if timed else None)
+
     first = records[0]  # the first clip's clock, for timeline plots
     result.update(
         temporal_diff=float(np.mean(tds)) if tds else None,
@@ -381,12 +386,8 @@ def _aggregate(name: str, schedule, dtype, records: list[dict], wall: float) -> 
                    / max(sum(r["denominator"] for r in records), 1)).tolist(),
         flop_fraction=float(spent[0]) / frames_run,
         flop_fraction_dense=float(spent[1]) / frames_run,
-        latency_model_flops=(float(np.average([x[0][0] for x in latency],
-                                              weights=[x[1] for x in latency]))
-                             if latency else None),
-        latency_model_time=(float(np.average([x[0][1] for x in latency],
-                                             weights=[x[1] for x in latency]))
-                            if latency else None),
+        latency_model_flops=latency(0),
+        latency_model_time=latency(1),
         ms_per_frame=1e3 * sum(r["seconds"] for r in records) / frames_run,
         wall_s=wall,
         frames=frames_run,

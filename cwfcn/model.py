@@ -48,6 +48,7 @@ TRUNC_POOL4_CROP, TRUNC_POOL3_CROP = 107, 103
 # kernel 32, stride 16), and the paper's names for them.
 TRUNCATED_UPSCORE = {1: (8, TRUNC_POOL3_CROP), 2: (16, TRUNC_POOL4_CROP)}
 TRUNCATED_NAMES = {1: "pool3", 2: "pool4"}
+TRUNCATED_STAGES = {name: stages for stages, name in TRUNCATED_NAMES.items()}
 ARCHS = ("fcn8s", *TRUNCATED_NAMES.values())  # what `config.model.arch` may name
 
 
@@ -344,17 +345,25 @@ def vgg_pool4(net: nnx.Module, pool3: jax.Array) -> jax.Array:
     return max_pool_ceil(x)
 
 
+VGG_BLOCK_SIZES = (2, 2, 3, 3, 3)  # 3x3 convolutions per VGG16 block
+
+
+def vgg_conv_names(blocks: int) -> tuple[str, ...]:
+    """The Caffe names of the 3x3 convolutions of VGG16's first `blocks` blocks, in order
+    (conv1_1 .. conv3_3 for 3, the pool3 net's)."""
+    return tuple(f"conv{b + 1}_{i + 1}" for b in range(blocks)
+                 for i in range(VGG_BLOCK_SIZES[b]))
+
+
 def _vgg_convs(widths: Sequence[int], blocks: int, rngs: nnx.Rngs) -> dict[str, nnx.Conv]:
     """The 3x3 convolutions of VGG16's first `blocks` blocks, by Caffe name (conv1_1 padded
     by 100, as FCN)."""
-    sizes = (2, 2, 3, 3, 3)
     convs, cin = {}, 3
-    for b in range(blocks):
-        for i in range(sizes[b]):
-            pad = 100 if (b, i) == (0, 0) else 1
-            convs[f"conv{b + 1}_{i + 1}"] = nnx.Conv(cin, widths[b], (3, 3), padding=pad,
-                                                     rngs=rngs)
-            cin = widths[b]
+    for name in vgg_conv_names(blocks):
+        cout = widths[int(name[4]) - 1]  # conv<block>_<i>
+        pad = 100 if name == "conv1_1" else 1
+        convs[name] = nnx.Conv(cin, cout, (3, 3), padding=pad, rngs=rngs)
+        cin = cout
     return convs
 
 

@@ -46,8 +46,7 @@ def build_net(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model.FCN8s:
     if arch not in model.ARCHS:
         raise ValueError(f"config.model.arch must be one of {model.ARCHS}, got {arch!r}")
     if arch != "fcn8s":
-        stages = {name: k for k, name in model.TRUNCATED_NAMES.items()}[arch]
-        return model.TruncatedFCN(stages, config.model.num_classes,
+        return model.TruncatedFCN(model.TRUNCATED_STAGES[arch], config.model.num_classes,
                                   widths=widths[config.model.widths],
                                   zero_init_scores=config.model.zero_init_scores, rngs=rngs)
     return model.FCN8s(
@@ -295,7 +294,7 @@ def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:
         if path == "vgg16_onnx":
             path = samples.fetch(["vgg16_onnx"])["vgg16_onnx"]
         if os.path.isdir(path):
-            source = build_net(_fcn8s_config(config), nnx.Rngs(0))
+            source = build_net(with_arch(config, "fcn8s"), nnx.Rngs(0))
             checkpoint.load_params(path, source)
             _copy_convs(source, net)
         else:
@@ -303,11 +302,12 @@ def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:
     return net
 
 
-def _fcn8s_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`config` with the FCN-8s architecture (the net an init checkpoint holds)."""
-    fcn = ml_collections.ConfigDict(config.to_dict())
-    fcn.model.arch = "fcn8s"
-    return fcn
+def with_arch(config: ml_collections.ConfigDict, arch: str) -> ml_collections.ConfigDict:
+    """A copy of `config` for another net of `model.ARCHS` (an FCN-8s init checkpoint, a
+    truncated baseline beside FCN-8s); `config` itself is left as it is (it may be locked)."""
+    other = ml_collections.ConfigDict(config.to_dict())
+    other.model.arch = arch
+    return other
 
 
 def _copy_convs(source: nnx.Module, target: nnx.Module) -> None:

@@ -58,17 +58,14 @@ from flax import nnx
 from cwfcn import model
 from cwfcn.data.files import MissingFileError
 
-VGG_CONVS = (
-    "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
-    "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3",
-)  # fmt: skip
+VGG_CONVS = model.vgg_conv_names(5)  # conv1_1 .. conv5_3
 FCS = ("fc6", "fc7")
 # FCN-8s's learned head: score layers and the two learnable 2x upsamplers.
 HEAD = ("score_fr", "score_pool4", "score_pool3", "upscore2", "upscore_pool4")
 PARAM_LAYERS = VGG_CONVS + FCS + HEAD
 # The convolutions of the truncated baselines (`model.TruncatedFCN`) by stages kept:
 # conv1_1 .. conv3_3 (the pool3 net), conv1_1 .. conv4_3 (the pool4 net).
-TRUNCATED_CONVS = {1: VGG_CONVS[:7], 2: VGG_CONVS[:10]}
+TRUNCATED_CONVS = {k: model.vgg_conv_names(k + 2) for k in model.TRUNCATED_NAMES}
 # A `load` target: FCN-8s, or one of the truncated baselines.
 Net = model.FCN8s | model.TruncatedFCN
 
@@ -1042,7 +1039,7 @@ def _from_caffe_truncated(
 ) -> tuple[dict[str, _Arrays], list[str], list[str]]:
     """A truncated baseline's file (clockwork-fcn nets/net-pool3.py, net-pool4.py) into the
     TruncatedFCN of its depth: convolutions and score_fr; upscore checked, as it is fixed."""
-    depth = 2 if any(n in roles for n in TRUNCATED_CONVS[2][7:]) else 1  # has conv4_x
+    depth = 2 if any(n in roles for n in model.vgg_conv_names(4)[7:]) else 1  # has conv4_x
     name, factor = model.TRUNCATED_NAMES[depth], model.TRUNCATED_UPSCORE[depth][0]
     expected = (*TRUNCATED_CONVS[depth], "score_fr", CAFFE_TRUNCATED_UPSCORE)
     extra = [roles[r].name for r in roles if r not in expected]

@@ -300,8 +300,7 @@ def _clips(root, split: str, kind: str, per_frame, ids: list[str]) -> Iterator[p
             yield protocol.whole(frames, labels, (0,), key=frame_id)
         elif per_frame is None:
             frames, labels = read_snippet(root, split, frame_id)
-            t = len(frames)
-            yield protocol.Clip(frames, labels, (t - 1,), tuple(range(1, t)), t, frame_id)
+            yield protocol.after_full_run(frames, labels, (len(frames) - 1,), frame_id)
         else:
             for k in per_frame[i]:
                 frames, labels = read_snippet(root, split, frame_id, k + 1)

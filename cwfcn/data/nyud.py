@@ -331,8 +331,7 @@ def _clips(root, kind: str, per_frame, ids: list[str], stride: int) -> Iterator[
             continue
         frames, labels = read_clip(root, image_id, stride)
         if per_frame is None:
-            t = len(frames)
-            yield protocol.Clip(frames, labels, (t - 1,), tuple(range(1, t)), t, image_id)
+            yield protocol.after_full_run(frames, labels, (len(frames) - 1,), image_id)
         else:
             for k in per_frame[i]:
                 if k >= len(frames):

@@ -115,6 +115,15 @@ def whole(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int] | slice,
     return Clip(frames, labels, idx, idx, len(idx), key)
 
 
+def after_full_run(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int],
+                   key: str = "") -> Clip:
+    """A clip run from a forced full run on its first frame, as cityscapes-clockwork-exp
+    cell 13 counts it: the firings of the frames after the first count, the first is in
+    the denominator only (``num_frames += 1`` for it, no ``num_update_frames``)."""
+    t = len(frames)
+    return Clip(frames, labels, tuple(scored), tuple(range(1, t)), t, key)
+
+
 def check_phase(spec: str) -> str:
     """A phase policy (`PHASES`), normalised; raises ValueError naming the forms."""
     spec = str(spec).strip().lower()

@@ -132,8 +132,7 @@ def _full_rate(root: str, ids: list[str], schedule, phase: str) -> Iterator[prot
     for shot_id in ids:
         frames, labels = youtube.full_rate_shot(root, shot_id)
         scored = tuple(int(i) for i in np.flatnonzero((labels != IGNORE_LABEL).any((1, 2))))
-        t = len(frames)
-        yield protocol.Clip(frames, labels, scored, tuple(range(1, t)), t, shot_id)
+        yield protocol.after_full_run(frames, labels, scored, shot_id)
 
 
 def _need_dir(spec: str, data_dir: str | None) -> str:
