@@ -12,6 +12,8 @@ import os
 import tempfile
 from typing import Any
 
+from cwfcn.durable import append_json_line
+
 
 def check_writable(path: str | os.PathLike) -> None:
     """Raises OSError (naming `path` and the fix) unless a file can be created next to `path`."""
@@ -66,10 +68,7 @@ class Journal:
                 if record is not None:
                     self._done[(record["schedule"], record["index"])] = record
         else:
-            with open(self.path, "w") as f:
-                f.write(json.dumps({"key": key}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_json_line(self.path, {"key": key}, mode="w")
 
     def __len__(self) -> int:
         return len(self._done)
@@ -81,10 +80,7 @@ class Journal:
     def add(self, schedule: str, index: int, record: dict) -> None:
         """Appends (and syncs) one finished video's record."""
         record = {"schedule": schedule, "index": index, **record}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_json_line(self.path, record)
         self._done[(schedule, index)] = record
 
     def remove(self) -> None:

@@ -10,7 +10,6 @@ line per logged step (and per validation pass) to `<workdir>/metrics.jsonl`.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from cwfcn import checkpoint, config_check, distributed, metrics, model, weights
 from cwfcn.data import cityscapes, nyud, samples, synthetic, voc
+from cwfcn.durable import append_json_line
 
 # FCN's deconvolution layers with lr_mult 0: fixed bilinear upsampling.
 UPSAMPLING_PARAMS = ("upscore2", "upscore_pool4")
@@ -277,10 +277,7 @@ def validate(config: ml_collections.ConfigDict, graphdef, params) -> dict[str, f
 def append_metrics(workdir: str, record: dict) -> None:
     """Appends `record` as one JSON line to `<workdir>/metrics.jsonl`, flushed and synced."""
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, METRICS_FILE), "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_json_line(os.path.join(workdir, METRICS_FILE), record)
 
 
 def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:

@@ -12,7 +12,6 @@ extraction never leaves a half-filled ``dest``. Members that would land outside 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -29,18 +28,11 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from cwfcn.durable import sha256_file
+
 _CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for a smooth progress bar
 _TIMEOUT_S = 60.0
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 digest of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def part_path(dest: str | os.PathLike[str]) -> Path:

@@ -41,7 +41,6 @@ Run `python -m cwfcn.data.samples [NAME ...]` to fetch ahead of time and print t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import shlex
@@ -61,6 +60,7 @@ from PIL import Image
 from cwfcn.data.files import IGNORE_LABEL
 from cwfcn.data.video import voc_palette
 from cwfcn.data.voc import VOC_CLASSES
+from cwfcn.durable import sha256_file
 
 CACHE_ENV = "CWFCN_CACHE"
 MARKER = ".complete"
@@ -151,15 +151,6 @@ def run_command(command: Sequence[str], cwd: Path) -> subprocess.CompletedProces
     return done
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fix_hint(sample: str, archive: Archive, root: Path) -> str:
     return (
         f"To fix: make `{shlex.join(archive.command)}` work here (it fetches a "
@@ -202,7 +193,7 @@ def _download(sample: str, key: str, root: Path, work: Path, runner: Runner) -> 
                 f"could not fetch sample {sample!r}: {how} succeeded but left "
                 f"{[p.name for p in found]} instead of {archive.filename}. "
                 + _fix_hint(sample, archive, root))
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != archive.sha256:
         raise SampleFetchError(
             f"could not fetch sample {sample!r}: {how} gave {path.name} with sha256 {digest}, "
