@@ -17,12 +17,10 @@ and exit status 2.
 JAX_NUM_PROCESSES, JAX_PROCESS_ID) the processes of a multi-host run train as one.
 """
 
-import jax
-import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from cwfcn import cli, compilation, distributed, train_lib
+from cwfcn import cli, distributed, train_lib
 
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints go here; a run resumes from the latest.")
@@ -33,21 +31,10 @@ FLAGS = flags.FLAGS
 
 
 def train() -> None:
+    """The whole job (`train_lib.train_job`) with the flags' values."""
     distributed.initialize_from_flags()
-    parallel = FLAGS.data_parallel or jax.process_count() > 1
-    mesh = distributed.make_mesh() if parallel else None
-    _, losses = train_lib.train(FLAGS.config, FLAGS.workdir, mesh=mesh)
-    n = max(1, len(losses) // 10)
-    print(f"loss: first {np.mean(losses[:n]):.4f} -> last {np.mean(losses[-n:]):.4f} "
-          f"over {len(losses)} steps")
-
-
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    compilation.enable_cache()
-    cli.run_or_fail("train.py", train)
+    print(train_lib.train_job(FLAGS.config, FLAGS.workdir, data_parallel=FLAGS.data_parallel))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.flags_parser("train.py"))
+    cli.main("train.py", train)

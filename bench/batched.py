@@ -27,6 +27,7 @@ if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, round_robin
 from cwfcn import batched, clockwork, cost, model
+from cwfcn.data import datasets
 
 
 def _streams(batch: int, frames: int, size: int, rate: float, seed: int) -> np.ndarray:
@@ -48,7 +49,7 @@ def _streams(batch: int, frames: int, size: int, rate: float, seed: int) -> np.n
                 coarse = rng.uniform(0, 255, (size // 16 + 1, size // 16 + 1, 3))
                 scene = np.kron(coarse, np.ones((16, 16, 1)))[:size, :size]
             videos[b, t] = scene
-    return np.asarray(model.preprocess(videos, model.MEAN_BGR["voc"]))
+    return np.asarray(model.preprocess(videos, datasets.get("voc").mean_bgr))
 
 
 def _vmapped_run(net, videos, schedule: str):

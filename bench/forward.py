@@ -31,6 +31,7 @@ if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, round_robin
 from cwfcn import clockwork, cost, model
+from cwfcn.data import datasets
 
 
 def _jit_with(module: nnx.Module, fn: Callable, dtype) -> Callable[[jax.Array], jax.Array]:
@@ -115,7 +116,7 @@ def bench_size(net, size: int, dtype_name: str, args) -> dict:
     dtype = clockwork.compute_dtype(dtype_name)
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)
-    frames = model.preprocess(rgb, model.MEAN_BGR["voc"]).astype(dtype)
+    frames = model.preprocess(rgb, datasets.get("voc").mean_bgr).astype(dtype)
     layers = _layer_fns(net, frames, dtype)
     stages = _stage_fns(net, frames, dtype)
     dense = {f"S{k}": sum(f for _, f, s in layers.values() if s == k) for k in (1, 2, 3)}

@@ -32,6 +32,7 @@ if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit
 from cwfcn import clockwork, model
+from cwfcn.data import datasets
 
 MODES = ("step", "chunks")
 
@@ -49,7 +50,7 @@ def _video(frames: int, size: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     scene = rng.integers(0, 256, (size, size + frames, 3), dtype=np.uint8)
     video = np.stack([scene[:, t : t + size] for t in range(frames)])
-    return np.asarray(model.preprocess(video, model.MEAN_BGR["voc"]))
+    return np.asarray(model.preprocess(video, datasets.get("voc").mean_bgr))
 
 
 def measure(mode: str, args) -> dict:

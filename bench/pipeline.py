@@ -25,15 +25,16 @@ if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, round_robin, timed
 from cwfcn import clockwork, evaluation, model
-from cwfcn.data import sources
+from cwfcn.data import datasets, sources, synthetic
 
 
 def _source(args) -> sources.Source:
     if args.data == "sample":
         return sources.open_source("sample")
-    make = functools.partial(sources.synthetic_videos, seed=0, num_videos=args.videos,
+    make = functools.partial(synthetic.synthetic_videos, seed=0, num_videos=args.videos,
                              size=args.size, shift=16, num_frames=6, num_classes=21)
-    return sources.Source("synthetic", 21, "voc", sources.whole_videos(make, slice(2, None)))
+    return sources.Source("synthetic", 21, datasets.get("voc").mean_bgr,
+                          sources.whole_videos(make, slice(2, None)))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     widths = model.NARROW_WIDTHS if args.narrow else model.VGG16_WIDTHS
     net = model.FCN8s(21, widths=widths, zero_init_scores=False, rngs=nnx.Rngs(0))
     source = _source(args)
-    mean = model.MEAN_BGR[source.mean]
+    mean = source.mean_bgr
     frames = [jax.device_put(model.preprocess(rgb, mean)) for rgb, _ in source]
     count = sum(len(f) for f in frames)
 

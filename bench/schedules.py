@@ -36,7 +36,7 @@ if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, round_robin, timed
 from cwfcn import clockwork, compilation, cost, distributed, model
-from cwfcn.data import translate
+from cwfcn.data import datasets, translate
 
 DEFAULT_SCHEDULES = (
     "oracle", "skip", "exponential", "alternating", "adaptive:0.25", "pipeline2", "pipeline3",
@@ -59,7 +59,7 @@ def _video(size: int, frames: int, shift: int, seed: int) -> np.ndarray:
     image = np.kron(coarse, np.ones((16, 16, 1)))[:long_side, :size].astype(np.uint8)
     label = np.zeros(image.shape[:2], np.uint8)
     pans, _ = translate.make_translated_frames(image, label, shift, positions[-1] + 1)
-    return np.asarray(model.preprocess(pans[positions], model.MEAN_BGR["voc"]))
+    return np.asarray(model.preprocess(pans[positions], datasets.get("voc").mean_bgr))
 
 
 def _bench_schedules(net, frames, names: list[str], repeats: int, dtype) -> list[dict]:

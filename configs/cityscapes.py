@@ -12,19 +12,11 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    config.model.num_classes = 19
     config.model.init = "vgg16_onnx"
     config.data.name = "cityscapes"
     config.data.root = "cityscapes"
     config.data.split = "train"
-    config.data.val_split = "val"
-    config.data.mean = "cityscapes"
-    config.optim.name = "sgd"
     config.optim.learning_rate = 5e-6  # the pixel-mean loss on 2 Mpx frames
-    config.optim.momentum = 0.99
-    config.optim.weight_decay = 5e-4
-    config.clock.boundary_radius = 5
-    config.train.batch_size = 1
     config.train.steps = 100_000
     config.train.log_every = 100
     config.train.checkpoint_every = 2000

@@ -1,4 +1,6 @@
-"""Shared base config: FCN-8s on VGG16, PASCAL VOC classes, clockwork evaluation."""
+"""Shared base config: FCN-8s on VGG16, clockwork evaluation; the other configs state only
+what differs. The data set's facts (its classes, its mean) come from its record
+(`cwfcn.data.datasets`), not from here."""
 
 import ml_collections
 
@@ -9,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.arch = "fcn8s"  # or a truncated baseline: "pool4", "pool3" (model.ARCHS)
-    config.model.num_classes = 21  # PASCAL VOC: background + 20 classes
+    config.model.num_classes = 0  # 0: the data set's (datasets.net_classes); tiny sets 5
     config.model.widths = "vgg16"  # or "narrow": same topology, few channels (tests)
     config.model.dropout_rate = 0.5
     config.model.zero_init_scores = True  # FCN zero-initialises the score layers
@@ -24,14 +26,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.val_root = ""  # validation directory ("" = data.root; "sbd": a VOCdevkit)
     config.data.val_split = "val"  # validation split ("sbd": a VOC2011 split, e.g. seg11valid)
     config.data.num_val = 8  # synthetic: held-out validation scenes (steps 10**6 ..)
-    config.data.mean = "voc"  # key of model.MEAN_BGR
     config.data.size = 256  # synthetic scenes: frame height and width
     config.data.shift = 16  # px per frame of the translated video (paper: 16 and 32)
     config.data.num_frames = 6  # per translated video; frames 2.. are scored
     config.data.num_videos = 4
 
     config.clock = ml_collections.ConfigDict()
-    config.clock.schedule = "oracle"
     config.clock.boundary_radius = 5  # the paper's 10-px boundary band
 
     config.optim = ml_collections.ConfigDict()

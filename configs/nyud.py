@@ -11,18 +11,11 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    config.model.num_classes = 40
     config.model.init = "vgg16_onnx"
     config.data.name = "nyud"
     config.data.root = "nyud"  # FCN's nyud layout: data/images, segmentation, <split>.txt
     config.data.split = "train"
-    config.data.val_split = "val"
-    config.data.mean = "nyud"
-    config.optim.name = "sgd"
     config.optim.learning_rate = 2e-5  # FCN's 1e-10 on the pixel sum, x 425 x 560 pixels
-    config.optim.momentum = 0.99
-    config.optim.weight_decay = 5e-4
-    config.train.batch_size = 1
     config.train.steps = 150_000
     config.train.log_every = 100
     config.train.checkpoint_every = 4000

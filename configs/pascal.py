@@ -14,22 +14,15 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    config.model.num_classes = 21
     config.model.init = "vgg16_onnx"  # ImageNet VGG16 (the embedded sample's); or a weight file
     config.data.name = "sbd"
     config.data.root = "benchmark_RELEASE"  # SBD: the directory holding dataset/
     config.data.split = "train"
     config.data.val_root = "VOCdevkit"  # VOC2011: the directory holding VOC2011/
     config.data.val_split = "seg11valid"  # the 736 VOC2011 val images not in SBD train
-    config.data.mean = "voc"
-    config.optim.name = "sgd"
     # FCN-8s at once: lr 1e-10 on the per-pixel *sum*; the mean loss (train_lib.loss_fn)
     # scales gradients by 1 / pixels (~500 x 375 = 1.9e5 on VOC), hence 1e-10 * 1.9e5.
     config.optim.learning_rate = 2e-5
-    config.optim.momentum = 0.99
-    config.optim.weight_decay = 5e-4
-    config.optim.train_upsampling = False
-    config.train.batch_size = 1
     config.train.steps = 300_000  # ~35 epochs of SBD train
     config.train.log_every = 100
     config.train.checkpoint_every = 4000

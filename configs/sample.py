@@ -14,8 +14,6 @@ def get_config():
     config.model.init = "vgg16_onnx"  # ImageNet convolutions; fc6/fc7 start random
     config.model.dropout_rate = 0.0  # three images: dropout only slows the fit down
     config.data.name = "voc"
-    config.data.root = "sample"
-    config.data.split = "val"
     # fc6/fc7 start random and large next to the Caffe-scale VGG features: plain SGD
     # diverges at any useful rate, Adam's per-weight steps do not.
     config.optim.name = "adam"

@@ -12,9 +12,7 @@ from configs import pascal
 
 def get_config():
     config = pascal.get_config()
-    config.model.num_classes = 21
-    config.data.mean = "voc"
-    config.data.name = "youtube"  # not trainable: train_lib.make_batches refuses it
+    config.data.name = "youtube"  # not trainable: training.make_batches refuses it
     config.data.root = "youtube"
     config.train.eval_every = 0
     return config

@@ -27,24 +27,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cwfcn.clockwork import (
-    ClockState,
-    RunOutput,
-    Schedule,
-    Staging,
-    _check_compatible,
-    _init_state,
-    _sequential_step,
-    _stages_step,
-    clock_change,
-    clock_signal,
-    parse_schedule,
-    staging_of,
-)
+from cwfcn import clockwork
+from cwfcn.clockwork import ClockState, RunOutput, Schedule, Staging
 
 
-def _gated_stage(net, staging: Staging, capacities: tuple[int, ...], src, cached, fire):
+def gated_stage(net: nnx.Module, staging: Staging, capacities: tuple[int, ...], src, cached,
+                fire: jax.Array):
     """The last stage on the streams that fire, the cache on the others.
+
+    The firing streams are sorted to the front and gathered into the smallest slot of
+    `capacities` that holds them; the stage runs on that slot only (nothing where no
+    stream fires) and its outputs are scattered back to their streams.
 
     Args:
       net: the merged module.
@@ -62,40 +55,44 @@ def _gated_stage(net, staging: Staging, capacities: tuple[int, ...], src, cached
     count = jnp.sum(fire.astype(jnp.int32))
     bucket = jnp.searchsorted(jnp.asarray(capacities), count)  # first capacity >= count
 
-    def slot(k: int):
+    def slot(size: int):
         def compute():
-            idx = order[:k]
+            idx = order[:size]
             out = staging.stages[-1](net, jax.tree.map(lambda a: a[idx], src))
             keep = fire[idx]
 
-            def scatter(c, o):
-                mask = keep.reshape((k,) + (1,) * (o.ndim - 1))
-                return c.at[idx].set(jnp.where(mask, o, c[idx]))
+            def scatter(cache_leaf, out_leaf):
+                mask = keep.reshape((size,) + (1,) * (out_leaf.ndim - 1))
+                return cache_leaf.at[idx].set(jnp.where(mask, out_leaf, cache_leaf[idx]))
 
             return jax.tree.map(scatter, cached, out)
 
         return compute
 
-    branches = [lambda: cached] + [slot(k) for k in capacities]
+    branches = [lambda: cached] + [slot(size) for size in capacities]
     return jax.lax.switch(jnp.where(count == 0, 0, bucket + 1), branches)
+
+
+def _ungated_head(staging: Staging, schedule: Schedule) -> tuple[Staging, Schedule]:
+    """The net cut before its gated (last) stage, and its clocks: the stages every stream
+    shares, run by their periods."""
+    head = dataclasses.replace(staging, stages=staging.stages[:-1])
+    return head, Schedule(schedule.name, schedule.periods[:-1], schedule.lags[:-1])
 
 
 def _adaptive_step(capacities, net, staging: Staging, schedule: Schedule, state, x, t):
     """One frame of the batch; the last stage fires per stream by the adaptive clock."""
-    n = len(staging.stages)
-    # The earlier stages run by their periods, shared by every stream: clockwork's own step
-    # over the net cut before the gated stage.
-    head = dataclasses.replace(staging, stages=staging.stages[:-1])
-    head_schedule = Schedule(schedule.name, schedule.periods[:-1], schedule.lags[:-1])
+    head, head_schedule = _ungated_head(staging, schedule)
     head_state = state._replace(cache=state.cache[:-1])
-    outs, fired_head, _, _ = _sequential_step(net, head, head_schedule, head_state, x, t)
-    signal = clock_signal(staging, schedule, x, (*outs, state.cache[-1]))
-    change = jnp.where(t == 0, 0.0, clock_change(schedule, signal, state.ref))  # [B]
+    outs, fired_head, _, _ = clockwork.run_stages(net, head, head_schedule, head_state, x, t)
+    signal = clockwork.clock_signal(staging, schedule, x, (*outs, state.cache[-1]))
+    change = jnp.where(t == 0, 0.0, clockwork.clock_change(schedule, signal, state.ref))  # [B]
     fire = (t == 0) | (change >= schedule.theta)
     ref = jnp.where(fire.reshape((-1,) + (1,) * (signal.ndim - 1)), signal, state.ref)
-    last = _gated_stage(net, staging, capacities, outs[-1], state.cache[-1], fire)
-    b = fire.shape[0]
-    fired = jnp.concatenate([jnp.broadcast_to(fired_head, (b, n - 1)), fire[:, None]], axis=1)
+    last = gated_stage(net, staging, capacities, outs[-1], state.cache[-1], fire)
+    streams = fire.shape[0]
+    fired = jnp.concatenate([jnp.broadcast_to(fired_head, (streams, len(head.stages))),
+                             fire[:, None]], axis=1)
     return (*outs, last), fired, ref, change
 
 
@@ -105,32 +102,46 @@ def _batch_step(graphdef, staging, schedule, capacities, params, state: ClockSta
     `(state, frames [B, H, W, 3]) -> (state, (scores [B, H, W, C], fired [B, N], change [B]))`.
     """
     net = nnx.merge(graphdef, params)
-    t, b = state.t, frames.shape[0]
+    t, streams = state.t, frames.shape[0]
     args = (net, staging, schedule, state, frames, t)
     if schedule.theta is not None:
         cache, fired, ref, change = _adaptive_step(capacities, *args)
     else:
-        cache, shared, ref, _ = _stages_step(*args)
-        fired = jnp.broadcast_to(shared, (b, len(shared)))
-        change = jnp.zeros((b,), jnp.float32)
+        cache, shared, ref, _ = clockwork.run_stages(*args)
+        fired = jnp.broadcast_to(shared, (streams, len(staging.stages)))
+        change = jnp.zeros((streams,), jnp.float32)
     scores = staging.fuse(net, cache, frames.shape[1:3])
     return ClockState(cache, t + 1, ref, change), (scores, fired, change)
 
 
 def _init_batch_state(graphdef, staging, schedule, params, batch_shape) -> ClockState:
     """Zero caches for frames of `batch_shape` = (B, H, W, 3): clockwork's, widened to B."""
-    one = _init_state(graphdef, staging, schedule, params, batch_shape[1:])
-    b = batch_shape[0]
+    one = clockwork.init_state(graphdef, staging, schedule, params, batch_shape[1:])
+    streams = batch_shape[0]
 
-    def widen(a):
-        return jnp.zeros((b, *a.shape[1:]), a.dtype)
+    def widen(leaf):
+        return jnp.zeros((streams, *leaf.shape[1:]), leaf.dtype)
 
     ref = one.ref if schedule.theta is None else widen(one.ref)
-    return ClockState(jax.tree.map(widen, one.cache), one.t, ref, jnp.zeros((b,), jnp.float32))
+    return ClockState(jax.tree.map(widen, one.cache), one.t, ref,
+                      jnp.zeros((streams,), jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "staging", "schedule", "capacities"))
-def _run_batch(params, videos, *, graphdef, staging, schedule, capacities) -> RunOutput:
+@functools.partial(jax.jit, static_argnames=(*clockwork.STATIC_ARGNAMES, "capacities"))
+def scan_batch(params, videos, *, graphdef, staging, schedule, capacities) -> RunOutput:
+    """`run_batch` on a prepared net (`clockwork.prepare`): the jitted scan, for callers that
+    place the params and videos themselves (`distributed.evaluate_sharded`, inside
+    `shard_map`).
+
+    Args:
+      params: the net's params (`Prepared.params`).
+      videos: float32 `[B, T, H, W, 3]`, preprocessed.
+      graphdef, staging, schedule: `Prepared.static` (the schedule bound to the staging).
+      capacities: `check_capacities` for adaptive schedules, () for the others.
+
+    Returns:
+      As `run_batch`.
+    """
     frames = jnp.swapaxes(videos, 0, 1)  # [T, B, H, W, 3]: scan over time
     state = _init_batch_state(graphdef, staging, schedule, params, frames.shape[1:])
     step = functools.partial(_batch_step, graphdef, staging, schedule, capacities, params)
@@ -185,16 +196,13 @@ def run_batch(
     Raises:
       ValueError: bad videos, schedule or capacities.
     """
-    schedule = parse_schedule(schedule)
-    staging = staging_of(net)
-    _check_compatible(staging, schedule)
+    prepared = clockwork.prepare(net, schedule)
     shape = tuple(videos.shape)
     if len(shape) != 5 or shape[-1] != 3 or 0 in shape:
         raise ValueError(f"videos must be [B, T, H, W, 3] (preprocessed BGR), got shape {shape}")
     if not jnp.issubdtype(videos.dtype, jnp.floating):
         raise ValueError(f"videos must be floating point (see model.preprocess), "
                          f"got {videos.dtype}")
-    caps = check_capacities(capacities, shape[0]) if schedule.theta is not None else ()
-    graphdef, params = nnx.split(net)
-    return _run_batch(params, jnp.asarray(videos), graphdef=graphdef, staging=staging,
-                      schedule=schedule, capacities=caps)
+    adaptive = prepared.schedule.theta is not None
+    caps = check_capacities(capacities, shape[0]) if adaptive else ()
+    return scan_batch(prepared.params, jnp.asarray(videos), capacities=caps, **prepared.static)

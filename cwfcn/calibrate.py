@@ -59,15 +59,12 @@ def clock_maps(net: nnx.Module, frames: jax.Array | np.ndarray) -> np.ndarray:
       int32 `[N, h, w]`: per frame, the argmax over classes of the clock scores.
 
     Raises:
-      ValueError: if the net has no staging or frames are not `[N, H, W, 3]` floats.
+      ValueError: if the net has no staging or frames are not finite `[N, H, W, 3]` floats
+        (`clockwork.check_frames`).
     """
     staging = clockwork.staging_of(net)
     frames = jnp.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be [N, H, W, 3] (preprocessed), got {frames.shape}")
-    if not jnp.issubdtype(frames.dtype, jnp.floating):
-        raise ValueError(f"frames must be floating point (see model.preprocess), "
-                         f"got {frames.dtype}")
+    clockwork.check_frames(frames, 4, "frames")
     graphdef, params = nnx.split(net)
     return np.asarray(_maps(params, frames, graphdef=graphdef, staging=staging), np.int32)
 
@@ -110,9 +107,9 @@ def simulate(maps: np.ndarray, theta: float) -> np.ndarray:
 def _pairwise_changes(maps: np.ndarray) -> np.ndarray:
     """float32 `[N, N]`: the change fraction between every two frames' maps."""
     flat = maps.reshape(len(maps), -1)
-    n = len(flat)
-    dist = np.zeros((n, n), np.float32)
-    for i in range(n):
+    num_frames = len(flat)
+    dist = np.zeros((num_frames, num_frames), np.float32)
+    for i in range(num_frames):
         counts = np.count_nonzero(flat[i + 1 :] != flat[i], axis=1)
         dist[i, i + 1 :] = counts.astype(np.float32) / np.float32(flat.shape[1])
     return dist + dist.T
@@ -135,8 +132,8 @@ class ClockRun(NamedTuple):
 def clip_runs(net: nnx.Module, clips: Iterable[protocol.Clip], mean_bgr: Sequence[float]
               ) -> list[ClockRun]:
     """The clock maps of every clip (a data set's adaptive protocol, `Source.clips`)."""
-    return [ClockRun(clock_maps(net, model.preprocess(c.frames, mean_bgr)), c.counted,
-                     c.denominator) for c in clips]
+    return [ClockRun(clock_maps(net, model.preprocess(clip.frames, mean_bgr)), clip.counted,
+                     clip.denominator) for clip in clips]
 
 
 def _fired_counts(dist: np.ndarray, counted: tuple[int, ...], thetas: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""What train.py and evaluate.py share: flag parsing and one-line errors.
+"""What train.py and evaluate.py share: their main, flag parsing and one-line errors.
 
 Bad input of any kind (a flag, a config override, a data or weight file, a full disk)
 ends the program with `<prog>: error: <the problem and the fix>` on one line of stderr
@@ -14,7 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from absl import flags
+from absl import app, flags
+from absl import logging as absl_logging
+
+from cwfcn import compilation
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's
 ERRORS = (ValueError, OSError)  # what the library raises for bad input and failed I/O
@@ -76,3 +79,17 @@ def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
             fail(prog, f"cannot load the --config file ({e}): check its path and its code")
 
     return parse
+
+
+def main(prog: str, job: Callable[[], None]) -> None:
+    """Runs `job` as the program `prog` (absl `app.run`): the flags parsed by `flags_parser`,
+    orbax's per-file INFO logs off, the persistent compilation cache on, and bad input
+    ending through `fail`."""
+
+    def absl_main(argv: list[str]) -> None:
+        del argv
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        compilation.enable_cache()
+        run_or_fail(prog, job)
+
+    app.run(absl_main, flags_parser=flags_parser(prog))

@@ -8,35 +8,24 @@ jit-compiled `lax.scan` whose carry (`ClockState`) holds the caches, and every
 compute-or-cache choice is a `lax.cond` on a scalar, so a stage that does not fire
 costs nothing.
 
-Schedules (`parse_schedule`):
-  oracle (1,1,1), skip (2,2,2), exponential (1,2,4), alternating (1,1,2),
-  periods:a,b,c   stage s fires on frames t with t % period_s == 0;
-  adaptive:theta  the earlier stages fire every frame; the last fires when the
-                  fraction of positions whose class argmax of the clock scores
-                  (FCN-8s: uncropped score_pool4) differs from that at its last
-                  firing is >= theta;
-  adaptive-pixel:theta  the same, but the clock watches the input: the last stage
-                  fires when the mean absolute difference of the frame's pixels from
-                  the frame at its last firing, over 255, is >= theta (the paper's
-                  Fig. 7 pixel-difference clock);
-  pipeline3       frame t fuses S1(t), S2(t-1), S3(t-2): each stage reads the
-                  previous step's output of the stage before it, so the stages of
-                  one step are independent and can run concurrently;
-  pipeline2       S1+S2 on t, S3 on t-1.
-Frame 0 fires every stage. Pipelines fill as the authors' code does (clockwork-fcn
-lib/run_net.py, pipeline_fill_3stage): frame 0 runs the whole net, and each later step
-turns on one more lag, deepest first (`fill_lags`), so pipeline3's frame 1 is a pipeline2
-step and frame 2 fuses S1(2), S2(1), S3(1).
+The schedules (oracle, skip, exponential, alternating, periods:a,b,c, adaptive:theta,
+adaptive-pixel:theta, pipeline2, pipeline3) are the registry of `cwfcn.schedules`,
+re-exported here; a named schedule is bound to the net's number of stages. Frame 0 fires
+every stage. Pipelines fill as the authors' code does (clockwork-fcn lib/run_net.py,
+pipeline_fill_3stage): frame 0 runs the whole net, and each later step turns on one more
+lag, deepest first (`fill_lags`), so pipeline3's frame 1 is a pipeline2 step and frame 2
+fuses S1(2), S2(1), S3(1).
 
 The engine knows nothing of FCN-8s: any `nnx.Module` whose class has a `staging`
-attribute plugs in.
+attribute plugs in. Its building blocks, for the other engines (`batched`, `distributed`):
+`prepare` (a net and a schedule made ready: parsed, bound, checked, split), `init_state`
+(the zero carry), `run_stages` (the stages of one step) and `check_frames`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -45,6 +34,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cwfcn.schedules import (
+    ADAPTIVE_SIGNALS,
+    ALL_SCHEDULES,
+    BASELINES,
+    DEFAULT_STAGES,
+    DEFAULT_THETA,
+    SCHEDULE_HELP,
+    Schedule,
+    parse_schedule,
+)
+
+__all__ = [  # the schedules' names are re-exported: the public API is clockwork.X
+    "ADAPTIVE_SIGNALS", "ALL_SCHEDULES", "BASELINES", "DEFAULT_CHUNK", "DEFAULT_STAGES",
+    "DEFAULT_THETA", "DTYPES", "SCHEDULE_HELP", "STATIC_ARGNAMES", "ClockState", "Clockwork",
+    "Prepared", "RunOutput", "Schedule", "StagesOutput", "Staging", "bind_schedule",
+    "cast_params", "check_frames", "clock_change", "clock_classes", "clock_signal",
+    "compile_counts", "compute_dtype", "fill_lags", "init_state", "parse_schedule",
+    "prepare", "run", "run_stages", "staging_of",
+]
 
 @dataclasses.dataclass(frozen=True)
 class Staging:
@@ -62,102 +70,6 @@ class Staging:
     stages: tuple[Callable[[nnx.Module, Any], Any], ...]
     fuse: Callable[[nnx.Module, tuple, tuple[int, int]], jax.Array]
     clock_scores: Callable[[tuple], jax.Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """A clock per stage. Hashable: it is a static argument of the jitted engine.
-
-    Attributes:
-      name: the spec it was parsed from (for tables and errors).
-      periods: stage s fires on frames t with t % periods[s] == 0.
-      lags: 1 where stage s reads the previous step's output of stage s-1 (pipelines).
-      theta: if set, the last stage fires by the adaptive clock instead of its period.
-      signal: what the adaptive clock compares with its last firing: "scores" (the
-        class argmax of the staging's clock scores) or "pixels" (the input frame).
-    """
-
-    name: str
-    periods: tuple[int, ...] = (1, 1, 1)
-    lags: tuple[int, ...] = (0, 0, 0)
-    theta: float | None = None
-    signal: str = "scores"
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.periods)
-
-    @property
-    def pipelined(self) -> bool:
-        return any(self.lags)
-
-    @property
-    def cycle(self) -> int:
-        """Frames after which a fixed schedule repeats: the lcm of its periods (1 for the
-        others). Frame t's state is that of phase t % cycle since the last full firing."""
-        return 1 if self.theta is not None or self.pipelined else math.lcm(*self.periods)
-
-
-FIXED_SCHEDULES = {
-    "oracle": (1, 1, 1),
-    "skip": (2, 2, 2),
-    "exponential": (1, 2, 4),
-    "alternating": (1, 1, 2),
-}
-PIPELINES = {"pipeline2": (0, 0, 1), "pipeline3": (0, 1, 1)}
-DEFAULT_THETA = 0.25  # the paper's operating point on YouTube-Objects
-# The adaptive clocks by schedule name: what each compares with its last firing.
-ADAPTIVE_SIGNALS = {"adaptive": "scores", "adaptive-pixel": "pixels"}
-SCHEDULE_HELP = (
-    "oracle, skip, exponential, alternating, periods:a,b,c (positive integers), "
-    "adaptive or adaptive:theta (0 <= theta <= 1), adaptive-pixel:theta (the pixel-"
-    "difference clock), pipeline2, pipeline3"
-)
-
-
-def parse_schedule(spec: str | Schedule) -> Schedule:
-    """Turns a schedule name into a `Schedule`.
-
-    Args:
-      spec: one of `SCHEDULE_HELP` (case-insensitive), or a `Schedule` (returned as is).
-
-    Returns:
-      The schedule.
-
-    Raises:
-      ValueError: for anything else, naming the accepted forms.
-    """
-    if isinstance(spec, Schedule):
-        return spec
-    if not isinstance(spec, str):
-        raise ValueError(f"schedule must be a string, got {type(spec).__name__}: {SCHEDULE_HELP}")
-    name = spec.strip().lower()
-    head, _, arg = name.partition(":")
-    if name in FIXED_SCHEDULES:
-        return Schedule(name, periods=FIXED_SCHEDULES[name])
-    if name in PIPELINES:
-        return Schedule(name, lags=PIPELINES[name])
-    if head == "periods":
-        try:
-            periods = tuple(int(p) for p in arg.split(","))
-        except ValueError:
-            periods = ()
-        if not periods or min(periods) < 1:
-            raise ValueError(f"bad schedule {spec!r}: periods must be positive integers, "
-                             "e.g. periods:1,2,4")
-        return Schedule(name, periods=periods, lags=(0,) * len(periods))
-    if head in ADAPTIVE_SIGNALS:
-        theta = DEFAULT_THETA
-        if arg:
-            try:
-                theta = float(arg)
-            except ValueError:
-                theta = math.nan
-        if not 0.0 <= theta <= 1.0:  # also rejects nan
-            raise ValueError(f"bad schedule {spec!r}: theta must be a number in [0, 1], "
-                             f"e.g. {head}:0.25")
-        return Schedule(f"{head}:{theta:g}", theta=theta, signal=ADAPTIVE_SIGNALS[head])
-    raise ValueError(f"unknown schedule {spec!r}; use one of: {SCHEDULE_HELP}")
 
 
 class ClockState(NamedTuple):
@@ -201,10 +113,70 @@ def staging_of(net: nnx.Module) -> Staging:
     return staging
 
 
-def _check_compatible(staging: Staging, schedule: Schedule) -> None:
+def bind_schedule(staging: Staging, schedule: str | Schedule) -> Schedule:
+    """A schedule for a net of this staging: parsed, and a named one bound to its stages.
+
+    Args:
+      staging: the net's staging.
+      schedule: a `Schedule` or its name (`parse_schedule`).
+
+    Returns:
+      The schedule, with one clock per stage.
+
+    Raises:
+      ValueError: a bad name, a truncated baseline, a named schedule that does not fit the
+        staging, or explicit periods of another number of stages.
+    """
+    schedule = parse_schedule(schedule, len(staging.stages))
+    if schedule.keep is not None:
+        raise ValueError(f"schedule {schedule.name!r} is a truncated baseline: the engine runs "
+                         "clockwork schedules, the evaluator runs truncated baselines "
+                         "(evaluation.predict)")
     if schedule.num_stages != len(staging.stages):
         raise ValueError(f"schedule {schedule.name!r} clocks {schedule.num_stages} stages "
                          f"but the net has {len(staging.stages)}")
+    return schedule
+
+
+# The jitted entry points take the net's structure, staging and schedule as static
+# arguments (`Prepared.static`), so their compile caches are shared by every `run` and
+# `Clockwork` of the same net structure: one compile per (schedule, dtype, frame shape),
+# process-wide.
+STATIC_ARGNAMES = ("graphdef", "staging", "schedule")
+
+
+class Prepared(NamedTuple):
+    """A net and a schedule made ready for the engine (`prepare`).
+
+    Attributes:
+      graphdef: the net's structure (`nnx.split`), a static jit argument.
+      params: the net's state, a pytree of arrays (as stored: not cast).
+      staging: the net's staging.
+      schedule: the schedule, bound to the staging.
+    """
+
+    graphdef: Any
+    params: Any
+    staging: Staging
+    schedule: Schedule
+
+    @property
+    def static(self) -> dict[str, Any]:
+        """The static keyword arguments of the jitted engine (`STATIC_ARGNAMES`)."""
+        return {name: getattr(self, name) for name in STATIC_ARGNAMES}
+
+
+def prepare(net: nnx.Module, schedule: str | Schedule) -> Prepared:
+    """Readies a net and a schedule for the engine: the staging looked up, the schedule
+    parsed, bound and checked (`bind_schedule`), the net split (`nnx.split`).
+
+    Raises:
+      ValueError: a net without staging, or a schedule it cannot run.
+    """
+    staging = staging_of(net)
+    schedule = bind_schedule(staging, schedule)
+    graphdef, params = nnx.split(net)
+    return Prepared(graphdef, params, staging, schedule)
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -297,15 +269,31 @@ def _cond(pred: jax.Array, compute: Callable[[], Any], cached: Any) -> Any:
     return jax.lax.cond(pred, compute, lambda: cached)
 
 
-def _sequential_step(net, staging, schedule, state, x, t):
+class StagesOutput(NamedTuple):
+    """What `run_stages` returns for one step.
+
+    Attributes:
+      cache: the latest output of each stage after the step (the new `ClockState.cache`).
+      fired: bool `[N_stages]`, which stages computed.
+      ref: the adaptive clock's new reference (`ClockState.ref`).
+      change: float32 scalar, the adaptive clock's change fraction (0 where unused).
+    """
+
+    cache: tuple
+    fired: jax.Array
+    ref: jax.Array
+    change: jax.Array
+
+
+def _sequential_stages(net, staging, schedule, state, x, t) -> StagesOutput:
     """Frames with every lag 0: stage k reads stage k-1's output of this frame."""
-    n = len(staging.stages)
+    last = len(staging.stages) - 1
     # A stage with period 1 fires on every frame: a plain call, no branch at all.
-    fires = [True if p == 1 else t % p == 0 for p in schedule.periods]
+    fires = [True if period == 1 else t % period == 0 for period in schedule.periods]
     outs: list = []
     ref, change = state.ref, jnp.zeros((), jnp.float32)
     for k, stage in enumerate(staging.stages):
-        if schedule.theta is not None and k == n - 1:
+        if schedule.theta is not None and k == last:
             signal = clock_signal(staging, schedule, x, (*outs, state.cache[k]))
             change = jnp.where(t == 0, 0.0, clock_change(schedule, signal, state.ref)[0])
             fires[k] = (t == 0) | (change >= schedule.theta)
@@ -315,30 +303,45 @@ def _sequential_step(net, staging, schedule, state, x, t):
             outs.append(stage(net, src))
         else:
             outs.append(_cond(fires[k], functools.partial(stage, net, src), state.cache[k]))
-    return tuple(outs), jnp.stack([jnp.asarray(f) for f in fires]), ref, change
+    return StagesOutput(tuple(outs), jnp.stack([jnp.asarray(f) for f in fires]), ref, change)
 
 
-def _pipelined_step(net, staging, lags, state, x):
+def _pipelined_stages(net, staging, lags, state, x) -> StagesOutput:
     """Lagged stages read the previous step's cache, so no stage waits for another."""
     outs = []
     for k, stage in enumerate(staging.stages):
         src = x if k == 0 else (state.cache[k - 1] if lags[k] else outs[k - 1])
         outs.append(stage(net, src))
     fired = jnp.ones((len(outs),), bool)
-    return tuple(outs), fired, state.ref, jnp.zeros((), jnp.float32)
+    return StagesOutput(tuple(outs), fired, state.ref, jnp.zeros((), jnp.float32))
 
 
-def _stages_step(net, staging, schedule, state, x, t):
-    """The stages of one step, `x` `[N, H, W, 3]`: `(outputs, fired [N_stages], ref, change)`.
+def run_stages(net: nnx.Module, staging: Staging, schedule: Schedule, state: ClockState,
+               x: jax.Array, t: jax.Array) -> StagesOutput:
+    """The stages of one step: each computed or taken from the cache as its clock says.
 
     Pipelines lag on the previous step's outputs; while they fill (`fill_lags`), step t
-    has only the deepest t lags on, so frame 0 runs the net straight through.
+    has only the deepest t lags on, so frame 0 runs the net straight through. An adaptive
+    schedule decides one scalar for the whole batch `N` (its change is that of stream 0:
+    `batched` gates per stream on its own).
+
+    Args:
+      net: the merged module (inside the jitted function).
+      staging: its staging.
+      schedule: bound to the staging (`bind_schedule`).
+      state: the carry before the step.
+      x: the frames `[N, H, W, 3]` of this step, in the compute dtype.
+      t: int32 scalar, the step's frame index.
+
+    Returns:
+      `StagesOutput(cache, fired bool [N_stages], ref, change)`.
     """
     if not schedule.pipelined:
-        return _sequential_step(net, staging, schedule, state, x, t)
-    depth = sum(1 for lag in schedule.lags if lag)
-    branches = [functools.partial(_pipelined_step, net, staging, fill_lags(schedule, i), state, x)
-                for i in range(depth + 1)]
+        return _sequential_stages(net, staging, schedule, state, x, t)
+    depth = schedule.pipeline_depth
+    branches = [functools.partial(_pipelined_stages, net, staging, fill_lags(schedule, step),
+                                  state, x)
+                for step in range(depth + 1)]
     return jax.lax.switch(jnp.minimum(t, depth), branches)
 
 
@@ -346,7 +349,7 @@ def _frame_step(graphdef, staging, schedule, params, state: ClockState, frame: j
     """One frame: `(state, frame [H, W, 3]) -> (state, (scores [H, W, C], fired [N], change))`."""
     net = nnx.merge(graphdef, params)
     x, t = frame[None].astype(_params_dtype(params)), state.t
-    cache, fired, ref, change = _stages_step(net, staging, schedule, state, x, t)
+    cache, fired, ref, change = run_stages(net, staging, schedule, state, x, t)
     scores = staging.fuse(net, cache, frame.shape[:2])[0].astype(jnp.float32)
     return ClockState(cache, t + 1, ref, change), (scores, fired, change)
 
@@ -357,8 +360,21 @@ def _params_dtype(params) -> jnp.dtype:
     return leaves[0].dtype if leaves else jnp.dtype(jnp.float32)
 
 
-def _init_state(graphdef, staging, schedule, params, frame_shape) -> ClockState:
-    """Zero caches of the right shapes (from `jax.eval_shape`; nothing is computed)."""
+def init_state(graphdef: Any, staging: Staging, schedule: Schedule, params: Any,
+               frame_shape: tuple[int, int, int]) -> ClockState:
+    """The carry before frame 0: zero caches of the right shapes, from `jax.eval_shape`
+    (nothing is computed), for one stream of frames `(H, W, 3)`.
+
+    Args:
+      graphdef: the net's structure (`Prepared.graphdef`).
+      staging: its staging.
+      schedule: bound to the staging.
+      params: the net's params, cast to the compute dtype (the caches take their dtype).
+      frame_shape: `(H, W, 3)`.
+
+    Returns:
+      The `ClockState`; each cache leaf has a leading batch axis of 1.
+    """
     net = nnx.merge(graphdef, params)
     x = jax.ShapeDtypeStruct((1, *frame_shape), _params_dtype(params))
     outs = []
@@ -378,9 +394,18 @@ def _all_finite(x: jax.Array) -> jax.Array:
     return jnp.isfinite(x).all()
 
 
-def _check_frames(frames: Any, rank: int, what: str) -> None:
-    """Raises ValueError unless `frames` is float `[T, H, W, 3]` (rank 4) or `[H, W, 3]` (rank
-    3) with T, H, W >= 1 and no NaN or inf (not checked on tracers: nothing is concrete)."""
+def check_frames(frames: Any, rank: int, what: str) -> None:
+    """Checks the engine's input frames.
+
+    Args:
+      frames: float `[T, H, W, 3]` (rank 4) or `[H, W, 3]` (rank 3), preprocessed, with
+        T, H, W >= 1 and no NaN or inf (not checked on tracers: nothing is concrete).
+      rank: 4 or 3.
+      what: what to call them in errors ("frames", "frame").
+
+    Raises:
+      ValueError: another rank or channel count, integer frames, empty or non-finite ones.
+    """
     shape = tuple(frames.shape)
     want = "[T, H, W, 3]" if rank == 4 else "[H, W, 3]"
     if len(shape) != rank or shape[-1] != 3:
@@ -400,46 +425,43 @@ def _check_frames(frames: Any, rank: int, what: str) -> None:
                          "that made these)")
 
 
-def _scan(graphdef, staging, schedule, params, state: ClockState, frames: jax.Array):
+def _scan_frames(graphdef, staging, schedule, params, state: ClockState, frames: jax.Array):
     """Frames `[T, H, W, 3]` from `state`: `(state after them, RunOutput)`."""
     step = functools.partial(_frame_step, graphdef, staging, schedule, params)
     state, (scores, fired, change) = jax.lax.scan(step, state, frames)
     return state, RunOutput(scores, fired, change)
 
 
-# The jitted entry points take the net's structure, staging and schedule as static
-# arguments, so their compile caches are shared by every `run` and `Clockwork` of the
-# same net structure: one compile per (schedule, dtype, frame shape), process-wide.
-_STATIC = ("graphdef", "staging", "schedule")
 
 
-@functools.partial(jax.jit, static_argnames=(*_STATIC, "frame_shape"))
-def _init_jit(params, *, graphdef, staging, schedule, frame_shape) -> ClockState:
-    return _init_state(graphdef, staging, schedule, params, frame_shape)
+@functools.partial(jax.jit, static_argnames=(*STATIC_ARGNAMES, "frame_shape"))
+def _init_state_jit(params, *, graphdef, staging, schedule, frame_shape) -> ClockState:
+    return init_state(graphdef, staging, schedule, params, frame_shape)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _step_jit(params, state, frame, *, graphdef, staging, schedule):
+@functools.partial(jax.jit, static_argnames=STATIC_ARGNAMES)
+def _frame_step_jit(params, state, frame, *, graphdef, staging, schedule):
     return _frame_step(graphdef, staging, schedule, params, state, frame)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _scan_jit(params, state, frames, *, graphdef, staging, schedule):
-    return _scan(graphdef, staging, schedule, params, state, frames)
+@functools.partial(jax.jit, static_argnames=STATIC_ARGNAMES)
+def _scan_from_state_jit(params, state, frames, *, graphdef, staging, schedule):
+    return _scan_frames(graphdef, staging, schedule, params, state, frames)
 
 
-@functools.partial(jax.jit, static_argnames=(*_STATIC, "dtype"))
-def _run(params, frames, *, graphdef, staging, schedule, dtype) -> RunOutput:
+@functools.partial(jax.jit, static_argnames=(*STATIC_ARGNAMES, "dtype"))
+def _run_video_jit(params, frames, *, graphdef, staging, schedule, dtype) -> RunOutput:
     params = cast_params(params, dtype)  # once per call, outside the scan
-    state = _init_state(graphdef, staging, schedule, params, frames.shape[1:])
-    return _scan(graphdef, staging, schedule, params, state, frames)[1]
+    state = init_state(graphdef, staging, schedule, params, frames.shape[1:])
+    return _scan_frames(graphdef, staging, schedule, params, state, frames)[1]
 
 
 def compile_counts() -> dict[str, int]:
     """How many executables each jitted entry point holds in this process: one per
     (net structure, schedule, dtype, frame or chunk shape) it has met; a retrace would
     add one. Keys: run, init, step, scan."""
-    jitted = {"run": _run, "init": _init_jit, "step": _step_jit, "scan": _scan_jit}
+    jitted = {"run": _run_video_jit, "init": _init_state_jit, "step": _frame_step_jit,
+              "scan": _scan_from_state_jit}
     return {name: fn._cache_size() for name, fn in jitted.items()}
 
 
@@ -471,20 +493,16 @@ def run(
     Returns:
       `RunOutput(scores float32 [T, H, W, C], fired bool [T, N], change float32 [T])`.
     """
-    schedule = parse_schedule(schedule)
-    staging = staging_of(net)
-    _check_compatible(staging, schedule)
+    prepared = prepare(net, schedule)
     dtype = compute_dtype(dtype)
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of frames or None, got {chunk}")
-    _check_frames(frames, 4, "frames")
+    check_frames(frames, 4, "frames")
     if chunk is not None and len(frames) > chunk:
-        parts = [jax.device_get(out) for out in
-                 Clockwork(net, schedule, dtype=dtype).chunks(frames, chunk, checked=True)]
+        stream = Clockwork(net, prepared.schedule, dtype=dtype)
+        parts = [jax.device_get(out) for out in stream.chunks(frames, chunk, checked=True)]
         return RunOutput(*(np.concatenate(leaf) for leaf in zip(*parts, strict=True)))
-    graphdef, params = nnx.split(net)
-    return _run(params, jnp.asarray(frames), graphdef=graphdef, staging=staging,
-                schedule=schedule, dtype=dtype)
+    return _run_video_jit(prepared.params, jnp.asarray(frames), dtype=dtype, **prepared.static)
 
 
 class Clockwork:
@@ -503,22 +521,20 @@ class Clockwork:
     """
 
     def __init__(self, net: nnx.Module, schedule: str | Schedule, *, dtype: Any = None):
-        self.schedule = parse_schedule(schedule)
-        self.staging = staging_of(net)
-        _check_compatible(self.staging, self.schedule)
+        prepared = prepare(net, schedule)
+        self.schedule, self.staging = prepared.schedule, prepared.staging
         self.dtype = compute_dtype(dtype)
-        self.graphdef, params = nnx.split(net)
-        self.params = cast_params(params, self.dtype)
+        self.graphdef = prepared.graphdef
+        self.params = cast_params(prepared.params, self.dtype)
         self._cache_shapes: dict[tuple, list] = {}  # frame shape -> cache leaf shapes
-        self._static = {"graphdef": self.graphdef, "staging": self.staging,
-                        "schedule": self.schedule}
+        self._static = prepared.static
 
     def init(self, frame_shape: tuple[int, int, int]) -> ClockState:
         """The state before the first frame, for frames of shape `(H, W, 3)`."""
         frame_shape = tuple(int(d) for d in frame_shape)
         if len(frame_shape) != 3 or frame_shape[-1] != 3:
             raise ValueError(f"frame_shape must be (H, W, 3), got {frame_shape}")
-        state = _init_jit(self.params, frame_shape=frame_shape, **self._static)
+        state = _init_state_jit(self.params, frame_shape=frame_shape, **self._static)
         self._cache_shapes[frame_shape] = [a.shape for a in jax.tree.leaves(state.cache)]
         return state
 
@@ -540,9 +556,9 @@ class Clockwork:
           the adaptive clock's change fraction.
         """
         frame = jnp.asarray(frame)
-        _check_frames(frame, 3, "frame")
+        check_frames(frame, 3, "frame")
         self._check_state(state, frame.shape)
-        state, (scores, fired, _) = _step_jit(self.params, state, frame, **self._static)
+        state, (scores, fired, _) = _frame_step_jit(self.params, state, frame, **self._static)
         return state, scores, fired
 
     def run_chunk(self, state: ClockState, frames: jax.Array) -> tuple[ClockState, RunOutput]:
@@ -555,9 +571,9 @@ class Clockwork:
         Returns:
           `(state, RunOutput(scores [t, H, W, C], fired [t, N], change [t]))`.
         """
-        _check_frames(frames, 4, "frames")
+        check_frames(frames, 4, "frames")
         self._check_state(state, frames.shape[1:])
-        return _scan_jit(self.params, state, jnp.asarray(frames), **self._static)
+        return _scan_from_state_jit(self.params, state, jnp.asarray(frames), **self._static)
 
     def chunks(
         self, frames: jax.Array | np.ndarray, chunk: int = DEFAULT_CHUNK, *, checked: bool = False
@@ -574,13 +590,13 @@ class Clockwork:
           checked: the frames were already validated (by `run`).
         """
         if not checked:
-            _check_frames(frames, 4, "frames")
+            check_frames(frames, 4, "frames")
         state = self.init(frames.shape[1:])
         for start in range(0, len(frames), chunk):
             part = frames[start : start + chunk]
-            n = len(part)
-            if start and n < chunk:  # padded on the host: no op of its own to compile
+            length = len(part)
+            if start and length < chunk:  # padded on the host: no op of its own to compile
                 part = np.asarray(part)
-                part = np.concatenate([part, np.repeat(part[-1:], chunk - n, 0)])
-            state, out = _scan_jit(self.params, state, jnp.asarray(part), **self._static)
-            yield RunOutput(*(leaf[:n] for leaf in out))
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - length, 0)])
+            state, out = _scan_from_state_jit(self.params, state, jnp.asarray(part), **self._static)
+            yield RunOutput(*(leaf[:length] for leaf in out))

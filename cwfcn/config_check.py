@@ -2,7 +2,8 @@
 
 ml_collections locks the configs, so unknown keys and wrong types already fail at the
 command line; this catches values of the right type that make no sense (a zero
-logging interval, a negative learning rate, an unknown mean).
+logging interval, a negative learning rate, an unknown data set). Keys that configs/default.py
+leaves out (`data.mean`, `clock.schedule`) are checked when a config sets them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 import ml_collections
 
 from cwfcn import clockwork, model
+from cwfcn.data import datasets
 
 
 class ConfigError(ValueError):
@@ -27,27 +29,36 @@ def _non_negative(x) -> bool:
     return x >= 0
 
 
-def _schedule(spec) -> bool:
-    try:
-        clockwork.parse_schedule(spec)
-    except ValueError:
-        return False
-    return True
+def _parses(parse: Callable[[object], object]) -> Callable[[object], bool]:
+    """A test that a value is one `parse` takes (it raises no ValueError)."""
+    def test(value) -> bool:
+        try:
+            parse(value)
+        except ValueError:
+            return False
+        return True
+    return test
 
 
 # key -> (test, what is allowed). A key absent from the config is not checked.
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": (_non_negative, "an int >= 0"),
-    "model.num_classes": (lambda c: 1 <= c <= 255, "an int in [1, 255] (255 is the ignore label)"),
+    "model.num_classes": (lambda c: 0 <= c <= 255,
+                          "0 (the data set's, `datasets.net_classes`) or an int in [1, 255] "
+                          "(255 is the ignore label)"),
     "model.dropout_rate": (lambda r: 0.0 <= r < 1.0, "in [0, 1)"),
     "model.arch": (lambda a: a in model.ARCHS, f"one of {model.ARCHS}"),
-    "data.mean": (lambda m: m in model.MEAN_BGR, f"one of {sorted(model.MEAN_BGR)}"),
+    # Not in configs/default.py, checked where a config sets it: an override of the data
+    # set's mean (`datasets.mean_bgr_of`).
+    "data.mean": (_parses(datasets.get),
+                  f"one of {sorted(datasets.registry())} (the data set whose mean the net takes)"),
     "data.size": (_positive, "an int >= 1 (pixels)"),
     "data.shift": (_non_negative, "an int >= 0 (pixels per frame)"),
     "data.num_frames": (_positive, "an int >= 1"),
     "data.num_videos": (_positive, "an int >= 1"),
     "data.num_val": (_non_negative, "an int >= 0"),
-    "clock.schedule": (_schedule, clockwork.SCHEDULE_HELP),
+    # Not in configs/default.py (evaluate.py takes --schedule), checked where a config sets it.
+    "clock.schedule": (_parses(clockwork.parse_schedule), clockwork.SCHEDULE_HELP),
     "clock.boundary_radius": (_positive, "an int >= 1 (pixels)"),
     "optim.learning_rate": (lambda x: math.isfinite(x) and x > 0, "a finite number > 0"),
     "optim.momentum": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),

@@ -113,14 +113,14 @@ def stage_flops(
     for k, stage in enumerate(staging.stages):
         src = x if k == 0 else outs[-1]
 
-        def call(p, s, stage=stage):
-            return stage(nnx.merge(graphdef, p), s)
+        def call(params, src, stage=stage):
+            return stage(nnx.merge(graphdef, params), src)
 
         counts.append(count(call, params, src))
         outs.append(jax.eval_shape(call, params, src))
 
-    def fuse(p, o):
-        return staging.fuse(nnx.merge(graphdef, p), o, frame_shape[:2])
+    def fuse(params, outs):
+        return staging.fuse(nnx.merge(graphdef, params), outs, frame_shape[:2])
 
     return StageFlops(tuple(counts), count(fuse, params, tuple(outs)))
 
@@ -139,8 +139,10 @@ def net_flops(net: nnx.Module, frame_shape: tuple[int, int, int], call, *,
     """
     graphdef, params = nnx.split(net)
     x = jax.ShapeDtypeStruct((1, *frame_shape), jax.numpy.float32)
-    return (dense_flops if dense else flops)(lambda p, f: call(nnx.merge(graphdef, p), f),
-                                              params, x)
+    def whole(params, frames):
+        return call(nnx.merge(graphdef, params), frames)
+
+    return (dense_flops if dense else flops)(whole, params, x)
 
 
 def pipeline_latency(lags: Sequence[int], stages: Sequence[float], fuse: float) -> float:
@@ -160,10 +162,10 @@ def pipeline_latency(lags: Sequence[int], stages: Sequence[float], fuse: float) 
       (longest group + fuse) / (all stages + fuse).
     """
     groups: list[float] = []
-    for k, c in enumerate(stages):
-        if k == 0 or lags[k]:
+    for k, stage_cost in enumerate(stages):
+        if k == 0 or lags[k]:  # a lag starts a group that runs beside the one before
             groups.append(0.0)
-        groups[-1] += c
+        groups[-1] += stage_cost
     return (max(groups) + fuse) / (sum(stages) + fuse)
 
 
@@ -188,11 +190,12 @@ def stage_seconds(net: nnx.Module, frame_shape: tuple[int, int, int], dtype: Any
 
     seconds, outs, src = [], [], x
     for stage in staging.stages:
-        took, src = timed(lambda p, s, stage=stage: stage(nnx.merge(graphdef, p), s), src)
+        took, src = timed(lambda params, src, stage=stage: stage(nnx.merge(graphdef, params),
+                                                                  src), src)
         seconds.append(took)
         outs.append(src)
-    took, _ = timed(lambda p, o: staging.fuse(nnx.merge(graphdef, p), o, frame_shape[:2]),
-                    tuple(outs))
+    took, _ = timed(lambda params, outs: staging.fuse(nnx.merge(graphdef, params), outs,
+                                                      frame_shape[:2]), tuple(outs))
     return StageFlops(tuple(seconds), took)
 
 
@@ -207,5 +210,5 @@ def flop_fraction(fired: np.ndarray, flops: StageFlops) -> float:
       (sum over frames of the fired stages' FLOPs + the fusion) / (T x total).
     """
     fired = np.asarray(fired, bool)
-    spent = fired.astype(np.float64) @ np.asarray(flops.stages) + flops.fuse
-    return float(spent.sum() / (len(fired) * flops.total))
+    per_frame = fired.astype(np.float64) @ np.asarray(flops.stages) + flops.fuse
+    return float(per_frame.sum() / (len(fired) * flops.total))

@@ -47,7 +47,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from cwfcn import model
-from cwfcn.data import youtube
+from cwfcn.data import voc, youtube
 from cwfcn.metrics import IGNORE_LABEL
 
 PROG = "differences"
@@ -108,7 +108,7 @@ def layer_changes(
     net: nnx.Module,
     frames: np.ndarray,
     *,
-    mean_bgr: Sequence[float] = model.MEAN_BGR["voc"],
+    mean_bgr: Sequence[float] = voc.DATASET.mean_bgr,
     chunk: int = DEFAULT_CHUNK,
 ) -> dict[str, np.ndarray]:
     """The change of each score layer, and of the input, from each frame to the next.
@@ -218,7 +218,7 @@ def _shot_changes(net, root, shot_id: str, *, max_dim: int, max_frames: int | No
     frames, labels = youtube.full_rate_shot(root, shot_id, max_dim=max_dim)
     if max_frames is not None:
         frames, labels = frames[:max_frames], labels[:max_frames]
-    changes = layer_changes(net, frames, mean_bgr=model.MEAN_BGR["voc"], chunk=chunk)
+    changes = layer_changes(net, frames, mean_bgr=voc.DATASET.mean_bgr, chunk=chunk)
     changes["label"] = label_changes(labels)
     return changes
 
@@ -308,7 +308,7 @@ def _load_net(args: argparse.Namespace) -> model.FCN8s:
     if os.path.isdir(args.checkpoint):
         checkpoint.load_params(args.checkpoint, net)
     else:
-        weights.load(net, args.checkpoint, mean_bgr=model.MEAN_BGR["voc"])
+        weights.load(net, args.checkpoint, mean_bgr=voc.DATASET.mean_bgr)
     return net
 
 

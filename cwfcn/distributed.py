@@ -94,8 +94,9 @@ def initialize(
 
 def initialize_from_flags() -> bool:
     """`initialize` from the flags of `define_flags` (the environment fills the gaps)."""
-    f = flags.FLAGS
-    return initialize(f.coordinator, f.num_processes, f.process_id)
+    flag_values = flags.FLAGS
+    return initialize(flag_values.coordinator, flag_values.num_processes,
+                      flag_values.process_id)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -104,11 +105,11 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     Auto axes: jit propagates the shardings of its inputs (GSPMD), so library code
     written for one device runs unchanged on the mesh.
     """
-    n = jax.device_count() if num_devices is None else num_devices
-    if not 1 <= n <= jax.device_count():
-        raise ValueError(f"num_devices must be in [1, {jax.device_count()}], got {n}")
-    return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(AxisType.Auto,),
-                         devices=jax.devices()[:n])
+    count = jax.device_count() if num_devices is None else num_devices
+    if not 1 <= count <= jax.device_count():
+        raise ValueError(f"num_devices must be in [1, {jax.device_count()}], got {count}")
+    return jax.make_mesh((count,), (DATA_AXIS,), axis_types=(AxisType.Auto,),
+                         devices=jax.devices()[:count])
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
@@ -125,15 +126,16 @@ def host_rows(global_rows: int, mesh: Mesh) -> slice:
     Raises:
       ValueError: if the rows do not split evenly over the devices.
     """
-    n = mesh.devices.size
-    if global_rows % n:
-        raise ValueError(f"a batch of {global_rows} does not split over {n} devices: "
-                         f"use a multiple of {n}")
-    per = global_rows // n
-    mine = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
-    if mine != list(range(mine[0], mine[-1] + 1)):
+    devices = mesh.devices.size
+    if global_rows % devices:
+        raise ValueError(f"a batch of {global_rows} does not split over {devices} devices: "
+                         f"use a multiple of {devices}")
+    rows_per_device = global_rows // devices
+    own = [index for index, device in enumerate(mesh.devices.flat)
+           if device.process_index == jax.process_index()]  # this process's devices
+    if own != list(range(own[0], own[-1] + 1)):
         raise ValueError("this process's devices are not contiguous in the mesh")
-    return slice(mine[0] * per, (mine[-1] + 1) * per)
+    return slice(own[0] * rows_per_device, (own[-1] + 1) * rows_per_device)
 
 
 def shard_batch(mesh: Mesh, tree: Any) -> Any:
@@ -149,10 +151,10 @@ def shard_batch(mesh: Mesh, tree: Any) -> Any:
     """
     sharding = NamedSharding(mesh, P(DATA_AXIS))
 
-    def put(x):
-        x = np.asarray(x)
-        rows = host_rows(x.shape[0], mesh)
-        return jax.make_array_from_process_local_data(sharding, x[rows], x.shape)
+    def put(leaf):
+        leaf = np.asarray(leaf)
+        rows = host_rows(leaf.shape[0], mesh)
+        return jax.make_array_from_process_local_data(sharding, leaf[rows], leaf.shape)
 
     return jax.tree.map(put, tree)
 
@@ -169,12 +171,12 @@ class ShardedEval(NamedTuple):
     fired: np.ndarray
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "staging", "schedule", "capacities",
-                                             "mesh", "scored", "num_classes"))
+@functools.partial(jax.jit, static_argnames=(*clockwork.STATIC_ARGNAMES, "capacities", "mesh",
+                                             "scored", "num_classes"))
 def _evaluate(params, videos, labels, *, graphdef, staging, schedule, capacities, mesh, scored,
               num_classes):
     def local(params, videos, labels):  # one device's streams
-        out = batched._run_batch(params, videos, graphdef=graphdef, staging=staging,
+        out = batched.scan_batch(params, videos, graphdef=graphdef, staging=staging,
                                  schedule=schedule, capacities=capacities)
         preds = jnp.argmax(out.scores[:, slice(*scored)], -1)
         hist = metrics.confusion(labels[:, slice(*scored)], preds, num_classes)
@@ -215,21 +217,18 @@ def evaluate_sharded(
     Returns:
       `ShardedEval(hist int64 [C, C], fired float [N])`.
     """
-    schedule = clockwork.parse_schedule(schedule)
-    staging = clockwork.staging_of(net)
-    clockwork._check_compatible(staging, schedule)
+    prepared = clockwork.prepare(net, schedule)
     if np.ndim(videos) != 5 or np.shape(labels) != np.shape(videos)[:4]:
         raise ValueError(f"videos must be [B, T, H, W, 3] and labels [B, T, H, W], got shapes "
                          f"{np.shape(videos)} and {np.shape(labels)}")
     videos, labels = shard_batch(mesh, (np.asarray(videos, np.float32),
                                         np.asarray(labels, np.int32)))
-    local_b = videos.shape[0] // mesh.devices.size
-    caps = batched.check_capacities(capacities, local_b) if schedule.theta is not None else ()
-    graphdef, params = nnx.split(net)
-    hist, fired = _evaluate(replicate(mesh, params), videos, labels, graphdef=graphdef,
-                            staging=staging, schedule=schedule, capacities=caps, mesh=mesh,
-                            scored=(scored.start, scored.stop, scored.step),
-                            num_classes=net.num_classes)
+    streams_per_device = videos.shape[0] // mesh.devices.size
+    adaptive = prepared.schedule.theta is not None
+    caps = batched.check_capacities(capacities, streams_per_device) if adaptive else ()
+    hist, fired = _evaluate(replicate(mesh, prepared.params), videos, labels, capacities=caps,
+                            mesh=mesh, scored=(scored.start, scored.stop, scored.step),
+                            num_classes=net.num_classes, **prepared.static)
     frames = videos.shape[0] * videos.shape[1]
     return ShardedEval(np.asarray(hist, np.int64), np.asarray(fired) / frames)
 
@@ -260,22 +259,20 @@ class StagePipeline:
 
     def __init__(self, net: nnx.Module, schedule: str | clockwork.Schedule,
                  devices: list[jax.Device] | None = None):
-        self.schedule = clockwork.parse_schedule(schedule)
+        prepared = clockwork.prepare(net, schedule)
+        self.schedule, self.staging = prepared.schedule, prepared.staging
         if not self.schedule.pipelined:
             raise ValueError(f"schedule {self.schedule.name!r} is not pipelined: use "
                              "pipeline2 or pipeline3 (clockwork.run runs the others)")
-        self.staging = clockwork.staging_of(net)
-        clockwork._check_compatible(self.staging, self.schedule)
-        n = len(self.staging.stages)
         devices = list(devices or jax.devices())
-        self.devices = [devices[k % len(devices)] for k in range(n)]
-        graphdef, params = nnx.split(net)
-        self._params = [jax.device_put(params, d) for d in self.devices]
-        self._stages = [jax.jit(lambda p, x, f=f: f(nnx.merge(graphdef, p), x))
-                        for f in self.staging.stages]
-        self._fuse = jax.jit(lambda p, outs, hw: self.staging.fuse(nnx.merge(graphdef, p),
-                                                                   outs, hw)[0],
-                             static_argnums=2)
+        self.devices = [devices[k % len(devices)] for k in range(len(self.staging.stages))]
+        graphdef = prepared.graphdef
+        self._params = [jax.device_put(prepared.params, device) for device in self.devices]
+        self._stages = [jax.jit(lambda params, x, stage=stage: stage(nnx.merge(graphdef, params),
+                                                                     x))
+                        for stage in self.staging.stages]
+        self._fuse = jax.jit(lambda params, outs, out_hw: self.staging.fuse(
+            nnx.merge(graphdef, params), outs, out_hw)[0], static_argnums=2)
 
     def step(self, state: PipelineState | None, frame: jax.Array
              ) -> tuple[PipelineState, jax.Array]:
@@ -295,11 +292,12 @@ class StagePipeline:
 
     def run(self, frames: jax.Array | np.ndarray) -> clockwork.RunOutput:
         """A video `[T, H, W, 3]` (preprocessed): `RunOutput` as `clockwork.run` gives it."""
-        clockwork._check_frames(frames, 4, "frames")
+        clockwork.check_frames(frames, 4, "frames")
         state, scores = None, []
         for frame in frames:
-            state, s = self.step(state, frame)
-            scores.append(s)
-        t, n = len(frames), len(self._stages)
+            state, frame_scores = self.step(state, frame)
+            scores.append(frame_scores)
+        num_frames, num_stages = len(frames), len(self._stages)
         return clockwork.RunOutput(jnp.stack(jax.device_put(scores, self.devices[0])),
-                                   jnp.ones((t, n), bool), jnp.zeros((t,), jnp.float32))
+                                   jnp.ones((num_frames, num_stages), bool),
+                                   jnp.zeros((num_frames,), jnp.float32))

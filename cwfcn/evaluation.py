@@ -4,6 +4,12 @@ For each schedule: pixel acc / mean acc / mean IU / fw IU over one confusion
 matrix summed across videos, the same on the boundary band, the temporal
 difference of the predicted labels (mean and std across videos), the fraction of
 frames each stage fired, the FLOP fraction of oracle and the measured ms/frame.
+
+`evaluate_schedule` is two pieces: `ClipScorer.score` turns one clip into a record (JSON-able
+once `record_on_host` fetches it: what a `results.Journal` holds), and `aggregate` turns the
+records into the table's row. The metrics themselves are `metrics`' (their jax paths run on
+the device). The truncated baselines are the registry's schedules ("pool4": `Schedule.keep`
+= 2), scored with FCN-8s's own skip scores or with a `baseline_net` of their own.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import ClassVar
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,89 +33,67 @@ from cwfcn.data.prefetch import prefetch
 from cwfcn.data.translate import SCORED_FRAMES
 
 Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels uint8 [T, H, W]
+# The layout of a clip's record (`ClipScorer.score`); a journal made with another is stale.
+RECORD_FORMAT = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class Baseline:
-    """A latency baseline of Tables 3 and 4: a truncated net, run whole on every frame.
-
-    Attributes:
-      name: "pool3" or "pool4" (`model.TRUNCATED_NAMES`).
-      net: the separately trained `model.TruncatedFCN` (the paper's: voc-fcn-pool3 /
-        voc-fcn-pool4); None stands in FCN-8s's own skip scores (`FCN8s.truncated`), and
-        the row says so.
-    """
-
-    name: str
-    net: nnx.Module | None = dataclasses.field(default=None, compare=False, hash=False)
-    # The schedule attributes `protocol.kind` reads: a baseline keeps no state.
-    theta: ClassVar[None] = None
-    pipelined: ClassVar[bool] = False
-    cycle: ClassVar[int] = 1
-
-    def __post_init__(self):
-        if self.name not in BASELINES:
-            raise ValueError(f"unknown baseline {self.name!r}; use one of {sorted(BASELINES)}")
-        if self.net is not None and getattr(self.net, "stages", None) != self.stages:
-            raise ValueError(f"baseline {self.name} needs a model.TruncatedFCN with stages="
-                             f"{self.stages}, got {type(self.net).__name__}")
-
-    @property
-    def stages(self) -> int:
-        """The FCN-8s stages the baseline keeps."""
-        return BASELINES[self.name]
-
-    @property
-    def label(self) -> str:
-        """The row's name: the paper's baseline, or FCN-8s's skip scores standing in."""
-        return self.name if self.net is not None else f"{self.name} (fcn8s)"
+def row_name(schedule: clockwork.Schedule, baseline_net: nnx.Module | None = None) -> str:
+    """The name of a schedule's row: its own, except that a truncated baseline scored with
+    FCN-8s's own skip scores (no `baseline_net`) says so: "pool4 (fcn8s)"."""
+    if schedule.keep is None or baseline_net is not None:
+        return schedule.name
+    return f"{schedule.name} (fcn8s)"
 
 
-# The paper's latency baselines (Tables 3, 4) by name: how many FCN-8s stages each keeps.
-BASELINES = model.TRUNCATED_STAGES
+def _check_baseline_net(schedule: clockwork.Schedule, baseline_net: nnx.Module | None) -> None:
+    if baseline_net is None:
+        return
+    if schedule.keep is None:
+        raise ValueError(f"a baseline net is for the truncated baselines "
+                         f"{sorted(clockwork.BASELINES)}, not schedule {schedule.name!r}")
+    if getattr(baseline_net, "stages", None) != schedule.keep:
+        raise ValueError(f"baseline {schedule.name} needs a model.TruncatedFCN with stages="
+                         f"{schedule.keep}, got {type(baseline_net).__name__}")
 
 
-def as_schedule(spec) -> clockwork.Schedule | Baseline:
-    """A schedule, a `Baseline`, or the name of either (a baseline's name: FCN-8s's own)."""
-    if isinstance(spec, Baseline | clockwork.Schedule):
-        return spec
-    if isinstance(spec, str) and spec.strip().lower() in BASELINES:
-        return Baseline(spec.strip().lower())
-    return clockwork.parse_schedule(spec)
+def _num_stages(net: nnx.Module) -> int:
+    return len(clockwork.staging_of(net).stages)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "stages"))
-def _whole_net_preds(params, frames, *, graphdef, stages: int | None) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("graphdef", "keep"))
+def _whole_net_classes(params, frames, *, graphdef, keep: int | None) -> jax.Array:
     net = nnx.merge(graphdef, params)
-    return jnp.argmax(net(frames) if stages is None else net.truncated(frames, stages), -1)
+    return jnp.argmax(net(frames) if keep is None else net.truncated(frames, keep), -1)
 
 
 _argmax = jax.jit(functools.partial(jnp.argmax, axis=-1))
 
 
-def _predict_baseline(net, frames, baseline: Baseline, dtype):
-    """Class maps of a baseline net on every frame, a chunk of frames per call."""
-    module, stages = (net, baseline.stages) if baseline.net is None else (baseline.net, None)
+def _baseline_class_maps(net, frames, schedule: clockwork.Schedule, baseline_net, dtype):
+    """Class maps of a truncated baseline on every frame, a chunk of frames per call: its
+    own net whole, or FCN-8s cut after `schedule.keep` stages."""
+    module, keep = (net, schedule.keep) if baseline_net is None else (baseline_net, None)
     graphdef, params = nnx.split(module)
     params = clockwork.cast_params(params, dtype)
-    preds = [_whole_net_preds(params, jnp.asarray(frames[i : i + clockwork.DEFAULT_CHUNK], dtype),
-                              graphdef=graphdef, stages=stages)
-             for i in range(0, len(frames), clockwork.DEFAULT_CHUNK)]
-    fired = np.zeros((len(frames), len(clockwork.staging_of(net).stages)), bool)
-    fired[:, :baseline.stages] = True
+    chunk = clockwork.DEFAULT_CHUNK
+    preds = [_whole_net_classes(params, jnp.asarray(frames[i : i + chunk], dtype),
+                                graphdef=graphdef, keep=keep)
+             for i in range(0, len(frames), chunk)]
+    fired = np.zeros((len(frames), _num_stages(net)), bool)  # one column per stage of `net`
+    fired[:, : schedule.keep] = True
     return jnp.concatenate(preds), fired, np.zeros(len(frames), np.float32)
 
 
-def _predict(net, frames, schedule, stream, dtype):
+def _class_maps(net, frames, schedule: clockwork.Schedule, stream, dtype, baseline_net):
     """`predict` with the class maps left where they are (device, or host for long videos)."""
-    if isinstance(schedule, Baseline):
-        return _predict_baseline(net, frames, schedule, dtype)
+    if schedule.keep is not None:
+        return _baseline_class_maps(net, frames, schedule, baseline_net, dtype)
     if len(frames) <= clockwork.DEFAULT_CHUNK:
         out = clockwork.run(net, frames, schedule, dtype=dtype)
         return _argmax(out.scores), np.asarray(out.fired), np.asarray(out.change)
-    cw = stream or clockwork.Clockwork(net, schedule, dtype=dtype)
+    stream = stream or clockwork.Clockwork(net, schedule, dtype=dtype)
     preds, fired, change = [], [], []
-    for out in cw.chunks(frames, clockwork.DEFAULT_CHUNK):  # each chunk's maps leave the device
+    for out in stream.chunks(frames, clockwork.DEFAULT_CHUNK):  # each chunk's maps leave the device
         preds.append(np.asarray(_argmax(out.scores)))
         fired.append(np.asarray(out.fired))
         change.append(np.asarray(out.change))
@@ -117,48 +101,82 @@ def _predict(net, frames, schedule, stream, dtype):
 
 
 def predict(
-    net: nnx.Module, frames: jax.Array, schedule, stream: clockwork.Clockwork | None = None, *,
-    dtype=None,
+    net: nnx.Module, frames: jax.Array, schedule: str | clockwork.Schedule,
+    stream: clockwork.Clockwork | None = None, *, dtype=None,
+    baseline_net: nnx.Module | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class maps of a video under a schedule.
 
     A video of up to `clockwork.DEFAULT_CHUNK` frames is one `clockwork.run`; a longer
     one runs chunk by chunk (`Clockwork.chunks`), same results, memory bounded by the
-    chunk.
+    chunk. A truncated baseline (`Schedule.keep`) runs its net whole on every frame.
 
     Args:
       net: a staged net.
       frames: float32 `[T, H, W, 3]`, preprocessed.
-      schedule: a schedule, a `Baseline`, or the name of either (`as_schedule`).
+      schedule: a schedule or its name (`clockwork.parse_schedule`), a truncated baseline
+        ("pool4", "pool3") included.
       stream: a `Clockwork(net, schedule)` to reuse (compiled once) for long videos.
       dtype: compute dtype ("float32" or "bfloat16"; see `clockwork.run`).
+      baseline_net: a truncated baseline's separately trained net (`model.TruncatedFCN`
+        with `stages == schedule.keep`); None: `net`'s own skip scores (`FCN8s.truncated`).
 
     Returns:
-      preds int `[T, H, W]`, fired bool `[T, N]`, change float32 `[T]`.
+      preds int `[T, H, W]`, fired bool `[T, N]` (N: `net`'s stages), change float32 `[T]`.
+
+    Raises:
+      ValueError: a bad schedule, or a `baseline_net` that does not fit it.
     """
-    preds, fired, change = _predict(net, frames, as_schedule(schedule), stream, dtype)
+    schedule = clockwork.parse_schedule(schedule, _num_stages(net))
+    _check_baseline_net(schedule, baseline_net)
+    preds, fired, change = _class_maps(net, frames, schedule, stream,
+                                       clockwork.compute_dtype(dtype), baseline_net)
     return np.asarray(preds), fired, change
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
-def _video_stats(labels, band, scored, preds, lut, num_classes: int):
-    """One clip's sufficient statistics, on the device.
+def _clip_statistics(labels, bands, scored, preds, lut, num_classes: int):
+    """One clip's sufficient statistics, on the device (`metrics`' jax paths).
 
     Args:
-      labels: uint8 `[S, H, W]` of the scored frames; band: bool `[S, H, W]`, their
+      labels: uint8 `[S, H, W]` of the scored frames; bands: bool `[S, H, W]`, their
         boundary bands; scored: int32 `[S]`, their indices; preds: int `[T, H, W]`, the
         net's classes on every frame; lut: int32 `[K]`, net class -> scored class.
 
     Returns:
       confusion int32 `[C, C]`, the band's confusion int32 `[C, C]`, and the temporal
-      difference of the (mapped) predictions (as `metrics.temporal_difference`).
+      difference float32 `[]` of the (mapped) predictions on every frame.
     """
     preds = lut[preds]
     hist = metrics.confusion(labels, preds[scored], num_classes)
-    band_labels = jnp.where(band, labels, metrics.IGNORE_LABEL)
-    band_hist = metrics.confusion(band_labels, preds[scored], num_classes)
-    changed = jnp.mean(preds[1:] != preds[:-1], axis=(1, 2))
-    return hist, band_hist, jnp.sum(changed) / preds.shape[0]
+    band_hist = metrics.band_confusion(labels, preds[scored], bands, num_classes)
+    return hist, band_hist, metrics.temporal_difference(preds)
+
+
+class LabelledClip(NamedTuple):
+    """A clip ready for scoring: its labels checked, its scored frames' bands computed.
+
+    Attributes:
+      clip: the clip.
+      labels: uint8 `[S, H, W]`, the label maps of its scored frames.
+      bands: bool `[S, H, W]`, their boundary bands (`metrics.boundary_mask`).
+    """
+
+    clip: protocol.Clip
+    labels: np.ndarray
+    bands: np.ndarray
+
+
+def label_clip(clip: protocol.Clip, num_classes: int, boundary_radius: int = 5) -> LabelledClip:
+    """The host work of scoring a clip (the evaluator runs it in the decode thread).
+
+    Raises:
+      ValueError: a label outside [0, num_classes) other than 255.
+    """
+    metrics.check_labels(clip.labels, num_classes)
+    labels = clip.labels[list(clip.scored)]
+    bands = np.stack([metrics.boundary_mask(label, boundary_radius) for label in labels])
+    return LabelledClip(clip, labels, bands)
 
 
 def _clips(videos: Iterable[protocol.Clip | Video], scored: slice) -> Iterator[protocol.Clip]:
@@ -167,25 +185,164 @@ def _clips(videos: Iterable[protocol.Clip | Video], scored: slice) -> Iterator[p
         yield item if isinstance(item, protocol.Clip) else protocol.whole(*item, scored, str(i))
 
 
-def _with_bands(clips: Iterable[protocol.Clip], radius: int, num_classes: int,
-                skip: Callable[[int], bool]):
-    """Checks the labels and adds the boundary bands of the scored ones (host work, done
-    in the decode thread); clips `skip` names are passed over (None)."""
+def _labelled_clips(clips: Iterable[protocol.Clip], num_classes: int, boundary_radius: int,
+                    skip: Callable[[int], bool]) -> Iterator[LabelledClip | None]:
+    """`label_clip` of each clip; None for the clips `skip` names (not checked or banded)."""
     for index, clip in enumerate(clips):
-        if skip(index):
-            yield None
-            continue
-        metrics.check_labels(clip.labels, num_classes)
-        labels = clip.labels[list(clip.scored)]
-        bands = np.stack([metrics.boundary_mask(lab, radius) for lab in labels])
-        yield clip, labels, bands
+        yield None if skip(index) else label_clip(clip, num_classes, boundary_radius)
 
 
-def _on_host(record: dict) -> dict:
-    """A clip's record with its device statistics fetched: plain JSON-able values."""
-    hist, band_hist, td = jax.device_get(record.pop("stats"))
-    return {"hist": np.asarray(hist).tolist(), "band_hist": np.asarray(band_hist).tolist(),
-            "td": float(td), **{k: np.asarray(v).tolist() for k, v in record.items()}}
+@dataclasses.dataclass
+class _ShapeCosts:
+    """What one frame shape costs, counted once: per-frame FLOPs of what a schedule runs
+    (executed and dense, as fractions of the full net's) and the pipelines' modelled
+    latency."""
+
+    executed: cost.StageFlops
+    dense: cost.StageFlops
+    baseline: tuple[float, float] | None  # a baseline net's (executed, dense) fraction
+    latency: tuple[float, float] | None  # a pipeline's (dense FLOPs, measured time) model
+
+    @classmethod
+    def count(cls, net, frame_shape, schedule: clockwork.Schedule, dtype,
+              baseline_net) -> _ShapeCosts:
+        executed = cost.stage_flops(net, frame_shape)
+        dense = cost.stage_flops(net, frame_shape, dense=True)
+        baseline = latency = None
+        if schedule.keep is not None:
+            module = net if baseline_net is None else baseline_net
+            keep = schedule.keep if baseline_net is None else None
+            baseline = tuple(
+                cost.net_flops(module, frame_shape, _baseline_call(keep, dense=is_dense),
+                               dense=is_dense) / full.total
+                for is_dense, full in ((False, executed), (True, dense)))
+        elif schedule.pipelined:
+            seconds = cost.stage_seconds(net, frame_shape, dtype)
+            latency = tuple(cost.pipeline_latency(schedule.lags, per_stage.stages,
+                                                  per_stage.fuse)
+                            for per_stage in (dense, seconds))
+        return cls(executed, dense, baseline, latency)
+
+    def clip_flops(self, fired: np.ndarray) -> tuple[float, float]:
+        """(executed, dense) FLOPs a clip took, in full-net frames.
+
+        Args:
+          fired: bool `[T, N]`, the stages that computed on each frame.
+        """
+        if self.baseline is not None:
+            return tuple(fraction * len(fired) for fraction in self.baseline)
+        return tuple(cost.flop_fraction(fired, flops) * len(fired)
+                     for flops in (self.executed, self.dense))
+
+
+def _baseline_call(keep: int | None, *, dense: bool):
+    """`call(module, frames)` of a baseline for `cost.net_flops`: a TruncatedFCN (keep
+    None) or FCN-8s cut after `keep` stages."""
+    if keep is None:
+        return lambda m, f: m(f, dense=dense)
+    return lambda m, f: m.truncated(f, keep, dense=dense)
+
+
+def scored_classes(net: nnx.Module, pred_lut: Sequence[int] | None = None) -> int:
+    """The number of classes scored: the net's, or those `pred_lut` maps them to.
+
+    Raises:
+      ValueError: `pred_lut` does not map every class of the net.
+    """
+    if pred_lut is None:
+        return net.num_classes
+    if len(pred_lut) != net.num_classes:
+        raise ValueError(f"pred_lut maps {len(pred_lut)} classes but the net predicts "
+                         f"{net.num_classes}")
+    return int(np.max(pred_lut)) + 1
+
+
+class ClipScorer:
+    """Scores the clips of one schedule, one clip at a time (`score`).
+
+    The first clip of each frame shape is run once untimed first, to compile; the time
+    spent so is `compile_seconds`.
+
+    Attributes:
+      schedule: the schedule, bound to the net's stages.
+      name: the row's name (`row_name`), which also keys the journal.
+      num_classes: the classes scored (`scored_classes`).
+      compile_seconds: the time spent compiling so far.
+    """
+
+    def __init__(self, net: nnx.Module, schedule: str | clockwork.Schedule, *,
+                 mean_bgr: Sequence[float], pred_lut: Sequence[int] | None = None,
+                 dtype=None, baseline_net: nnx.Module | None = None):
+        """See `evaluate_schedule` for the arguments.
+
+        Raises:
+          ValueError: a bad schedule, a `baseline_net` that does not fit it, or a
+            `pred_lut` that does not fit the net.
+        """
+        self.net, self.mean_bgr, self.baseline_net = net, mean_bgr, baseline_net
+        self.schedule = clockwork.parse_schedule(schedule, _num_stages(net))
+        _check_baseline_net(self.schedule, baseline_net)
+        self.name = row_name(self.schedule, baseline_net)
+        self.num_classes = scored_classes(net, pred_lut)
+        lut = np.arange(net.num_classes) if pred_lut is None else np.asarray(pred_lut)
+        self.lut = jnp.asarray(lut, jnp.int32)
+        self.dtype = clockwork.compute_dtype(dtype)
+        self.stream = (None if self.schedule.keep is not None
+                       else clockwork.Clockwork(net, self.schedule, dtype=self.dtype))
+        self.compile_seconds = 0.0
+        self._costs: dict[tuple[int, ...], _ShapeCosts] = {}
+
+    def _class_maps(self, frames):
+        return _class_maps(self.net, frames, self.schedule, self.stream, self.dtype,
+                           self.baseline_net)
+
+    def score(self, labelled: LabelledClip) -> dict:
+        """One clip's record: its statistics (left on the device: `record_on_host` fetches
+        them), its clock and its cost.
+
+        Returns:
+          A dict, the same keys as `record_on_host` gives: hist int `[C, C]` and band_hist
+          (the band's) confusions, td (the temporal difference of the predictions on every
+          frame), fired bool `[T, N]`, change float `[T]` (the adaptive clock's), frames
+          (T), seconds (the net and the argmax, timed), flops ((executed, dense) FLOPs in
+          full-net frames), fired_ref int `[N]` (firings on the frames the reference
+          counts), denominator (the frames it divides by), latency (a pipeline's modelled
+          (FLOPs, time) step latency, as fractions of the full net's; () otherwise).
+        """
+        clip, labels, bands = labelled
+        frames = model.preprocess(clip.frames, self.mean_bgr)
+        scored = jnp.asarray(clip.scored, jnp.int32)
+        if frames.shape not in self._costs:  # compile outside the timed region
+            start = time.perf_counter()
+            preds = self._class_maps(frames)[0]
+            _clip_statistics(labels, bands, scored, preds, self.lut,
+                             self.num_classes)[0].block_until_ready()
+            self._costs[frames.shape] = _ShapeCosts.count(
+                self.net, frames.shape[1:], self.schedule, self.dtype, self.baseline_net)
+            self.compile_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        preds, fired, change = self._class_maps(frames)
+        jax.block_until_ready(preds)
+        seconds = time.perf_counter() - start
+        hist, band_hist, td = _clip_statistics(labels, bands, scored, preds, self.lut,
+                                               self.num_classes)
+        shape_costs = self._costs[frames.shape]
+        return {
+            "hist": hist, "band_hist": band_hist, "td": td, "fired": fired, "change": change,
+            "frames": len(frames), "seconds": seconds, "flops": shape_costs.clip_flops(fired),
+            "fired_ref": np.asarray(fired)[list(clip.counted)].sum(0),
+            "denominator": clip.denominator, "latency": shape_costs.latency or (),
+        }
+
+
+def record_on_host(record: dict) -> dict:
+    """A clip's record with its device values fetched: plain JSON-able values (what a
+    journal holds). A record on the host already comes back equal."""
+    fetched = jax.device_get(record)
+    return {"hist": np.asarray(fetched["hist"]).tolist(),
+            "band_hist": np.asarray(fetched["band_hist"]).tolist(), "td": float(fetched["td"]),
+            **{k: np.asarray(v).tolist() for k, v in fetched.items()
+               if k not in ("hist", "band_hist", "td")}}
 
 
 def _gather(payload) -> list:
@@ -199,65 +356,22 @@ def _gather(payload) -> list:
     return [json.loads(bytes(row[:n])) for row, n in zip(rows, sizes, strict=True)]
 
 
-@dataclasses.dataclass
-class _Costs:
-    """What one frame shape costs, counted once: per-frame FLOPs of what a schedule runs
-    (executed and dense, as fractions of the full net's) and the pipelines' modelled
-    latency."""
-
-    executed: cost.StageFlops
-    dense: cost.StageFlops
-    baseline: tuple[float, float] | None  # a baseline net's (executed, dense) fraction
-    latency: tuple[float, float] | None  # a pipeline's (dense FLOPs, measured time) model
-
-    @classmethod
-    def count(cls, net, frame_shape, schedule, dtype) -> _Costs:
-        executed = cost.stage_flops(net, frame_shape)
-        dense = cost.stage_flops(net, frame_shape, dense=True)
-        baseline = latency = None
-        if isinstance(schedule, Baseline):
-            module = net if schedule.net is None else schedule.net
-            stages = schedule.stages if schedule.net is None else None
-            baseline = tuple(
-                cost.net_flops(module, frame_shape, _baseline_call(stages, dense=d),
-                               dense=d) / full.total
-                for d, full in ((False, executed), (True, dense)))
-        elif schedule.pipelined:
-            seconds = cost.stage_seconds(net, frame_shape, dtype)
-            latency = tuple(cost.pipeline_latency(schedule.lags, c.stages, c.fuse)
-                            for c in (dense, seconds))
-        return cls(executed, dense, baseline, latency)
-
-    def spent(self, fired: np.ndarray) -> tuple[float, float]:
-        """(executed, dense) FLOPs spent on a clip, in full-net frames."""
-        if self.baseline is not None:
-            return tuple(f * len(fired) for f in self.baseline)
-        return tuple(cost.flop_fraction(fired, c) * len(fired) for c in (self.executed,
-                                                                          self.dense))
-
-
-def _baseline_call(stages: int | None, *, dense: bool):
-    """`call(module, frames)` of a baseline for `cost.net_flops`: a TruncatedFCN (stages
-    None) or FCN-8s cut after `stages`."""
-    if stages is None:
-        return lambda m, f: m(f, dense=dense)
-    return lambda m, f: m.truncated(f, stages, dense=dense)
-
-
 def evaluate_schedule(
     net: nnx.Module,
     videos: Iterable[protocol.Clip | Video],
-    schedule,
+    schedule: str | clockwork.Schedule,
     *,
     mean_bgr: Sequence[float],
     scored: slice = SCORED_FRAMES,
     boundary_radius: int = 5,
     pred_lut: Sequence[int] | None = None,
     dtype=None,
+    baseline_net: nnx.Module | None = None,
     journal: results.Journal | None = None,
     shard: tuple[int, int] | None = None,
 ) -> dict:
-    """Runs one schedule over every clip and scores it.
+    """Runs one schedule over every clip and scores it: `ClipScorer.score` per clip, then
+    `aggregate` of the records.
 
     Decoding, the label check and the boundary bands run in a background thread, ahead
     of the net; the confusion matrices and temporal differences are computed on the
@@ -268,16 +382,20 @@ def evaluate_schedule(
       videos: the clips the protocol runs for this schedule (`sources.Source.clips`), in a
         fixed order; a plain (frames uint8 RGB `[T, H, W, 3]`, labels uint8 `[T, H, W]`,
         255 = ignore) video is a clip scoring `scored` of its frames.
-      schedule: a schedule, a `Baseline`, or the name of either (`as_schedule`).
-      mean_bgr: the data set's mean (`model.MEAN_BGR`).
+      schedule: a schedule or its name (`clockwork.parse_schedule`), the truncated
+        baselines "pool4" / "pool3" included.
+      mean_bgr: the data set's mean, BGR (`datasets.get(name).mean_bgr`).
       scored: the frames scored of plain videos (clips name their own).
       boundary_radius: radius of the boundary band.
       pred_lut: the net's class -> the labels' class (YouTube-Objects: VOC's 21 -> 11);
         None when the net predicts the label classes.
       dtype: compute dtype ("float32" or "bfloat16").
-      journal: where each clip's results go as soon as it is done (then fetched per
-        clip); clips it already holds for this schedule are not run again. Records are
-        keyed by clip index, so with `shard` each process keeps its own journal.
+      baseline_net: a truncated baseline's separately trained net (`model.TruncatedFCN`
+        with `stages == schedule.keep`), its row named as the schedule ("pool4"); None:
+        FCN-8s's own skip scores stand in, and the row says so ("pool4 (fcn8s)").
+      journal: where each clip's record goes as soon as it is done (then fetched per
+        clip); clips it already holds for this row are not run again. Records are keyed
+        by clip index, so with `shard` each process keeps its own journal.
       shard: (process index, process count) of a multi-process run (`jax.process_index()`,
         `jax.process_count()`): this process runs only clips i with i % count == index
         (the others are not checked or banded), then the per-clip records of every
@@ -285,92 +403,81 @@ def evaluate_schedule(
         running them all (wall_s: the slowest process's).
 
     Returns:
-      A flat dict of metrics (see the module docstring). ms/frame times the net (with
-      the argmax) over every frame run; wall_s is the whole loop, decode and metrics
-      included; neither counts compiling. `fired` is over every frame run, `fired_ref`
-      over the frames the protocol's reference counts.
+      The table's row (`aggregate`).
 
     Raises:
-      ValueError: no clips, labels outside [0, C) other than 255, or a `shard` that is
-        not (an index, `jax.process_count()`).
+      ValueError: no clips, labels outside [0, C) other than 255, a bad schedule or
+        `baseline_net`, or a `shard` that is not (an index, `jax.process_count()`).
     """
-    part, parts = shard or (0, 1)
-    if shard is not None and (parts != jax.process_count() or not 0 <= part < parts):
+    process, processes = shard or (0, 1)
+    if shard is not None and (processes != jax.process_count() or not 0 <= process < processes):
         raise ValueError(f"shard {shard} is not (process index, {jax.process_count()} processes)")
-    schedule = as_schedule(schedule)
-    is_baseline = isinstance(schedule, Baseline)
-    name = schedule.label if is_baseline else schedule.name
-    dtype = clockwork.compute_dtype(dtype)
-    lut = np.arange(net.num_classes) if pred_lut is None else np.asarray(pred_lut)
-    if len(lut) != net.num_classes:
-        raise ValueError(f"pred_lut maps {len(lut)} classes but the net predicts "
-                         f"{net.num_classes}")
-    c = int(lut.max()) + 1 if pred_lut is not None else net.num_classes
-    lut = jnp.asarray(lut, jnp.int32)
-    costs: dict[tuple, _Costs] = {}
-    stream = None if is_baseline else clockwork.Clockwork(net, schedule, dtype=dtype)
+    scorer = ClipScorer(net, schedule, mean_bgr=mean_bgr, pred_lut=pred_lut, dtype=dtype,
+                        baseline_net=baseline_net)
 
     def journalled(index: int) -> dict | None:
-        return None if journal is None else journal.get(name, index)
+        return None if journal is None else journal.get(scorer.name, index)
 
-    def ours(index: int) -> bool:
-        return index % parts == part
+    def runs_here(index: int) -> bool:
+        return index % processes == process
 
     records = []  # (clip index, record)
-    wall, compiling = time.perf_counter(), 0.0
-    decoded = _with_bands(_clips(videos, scored), boundary_radius, c,
-                          lambda i: not ours(i) or journalled(i) is not None)
-    with prefetch(decoded) as decoded:
-        for index, item in enumerate(decoded):
+    start = time.perf_counter()
+    labelled = _labelled_clips(_clips(videos, scored), scorer.num_classes, boundary_radius,
+                               lambda i: not runs_here(i) or journalled(i) is not None)
+    with prefetch(labelled) as labelled:
+        for index, item in enumerate(labelled):
             if item is None:
-                if ours(index):
+                if runs_here(index):
                     records.append((index, journalled(index)))
                 continue
-            clip, labels, bands = item
-            frames = model.preprocess(clip.frames, mean_bgr)
-            idx = jnp.asarray(clip.scored, jnp.int32)
-            if frames.shape not in costs:  # compile outside the timed region
-                start = time.perf_counter()
-                preds = _predict(net, frames, schedule, stream, dtype)[0]
-                _video_stats(labels, bands, idx, preds, lut, c)[0].block_until_ready()
-                costs[frames.shape] = _Costs.count(net, frames.shape[1:], schedule, dtype)
-                compiling += time.perf_counter() - start
-            start = time.perf_counter()
-            preds, fired, change = _predict(net, frames, schedule, stream, dtype)
-            jax.block_until_ready(preds)
-            shape_costs = costs[frames.shape]
-            record = {
-                "stats": _video_stats(labels, bands, idx, preds, lut, c),
-                "fired": fired, "change": change, "frames": len(frames),
-                "seconds": time.perf_counter() - start,
-                "spent": shape_costs.spent(fired),
-                "fired_ref": np.asarray(fired)[list(clip.counted)].sum(0),
-                "denominator": clip.denominator,
-                "latency": shape_costs.latency or (),
-            }
+            record = scorer.score(item)
             if journal is not None:
-                journal.add(name, index, record := _on_host(record))
+                journal.add(scorer.name, index, record := record_on_host(record))
             records.append((index, record))
-    records = [(i, r if "stats" not in r else _on_host(r)) for i, r in records]  # the one wait
-    wall = time.perf_counter() - wall - compiling
-    if parts > 1:
+    records = [(i, record_on_host(r)) for i, r in records]  # the one wait for the device
+    wall = time.perf_counter() - start - scorer.compile_seconds
+    if processes > 1:
         everyone = _gather({"wall": wall, "records": records})
         wall = max(p["wall"] for p in everyone)
         records = sorted((tuple(x) for p in everyone for x in p["records"]), key=lambda x: x[0])
     if not records:
         raise ValueError("no clips to evaluate: the data source is empty")
-    return _aggregate(name, schedule, dtype, [r for _, r in records], wall)
+    return aggregate([r for _, r in records], name=scorer.name, schedule=scorer.schedule,
+                     dtype=scorer.dtype, wall_s=wall)
 
 
-def _aggregate(name: str, schedule, dtype, records: list[dict], wall: float) -> dict:
-    """The table's row from the clips' records."""
+def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedule,
+              dtype: Any, wall_s: float) -> dict:
+    """The table's row of a schedule from its clips' records (`record_on_host`).
+
+    Args:
+      records: one per clip, in clip order (at least one).
+      name: the row's name (`row_name`).
+      schedule: the schedule the records ran.
+      dtype: the compute dtype they ran in.
+      wall_s: the wall time of the whole loop, compiling excluded.
+
+    Returns:
+      A flat dict: schedule (the name), kind (`protocol.kind`), params
+      (`Schedule.params`), dtype; pixel_acc, mean_acc, mean_iu, fw_iu over one confusion
+      matrix summed across clips, and the same on the boundary band (bdry_*); the
+      temporal difference's mean and std across clips of more than one frame
+      (temporal_diff, temporal_diff_std; None without such clips); fired, the fraction of
+      frames run on which each stage fired, and fired_ref, over the frames the protocol's
+      reference counts; flop_fraction and flop_fraction_dense of oracle's; the
+      pipelines' modelled latency (latency_model_flops, latency_model_time; None for
+      others); ms_per_frame (the net and the argmax); wall_s; frames and videos run; and
+      the first clip's clock, timeline {change, fired (the last stage's)}.
+    """
     frames_run = sum(r["frames"] for r in records)
-    result = {"schedule": name, "kind": protocol.kind(schedule), "dtype": dtype.name,
-              **metrics.scores(sum(np.asarray(r["hist"], np.int64) for r in records))}
+    row = {"schedule": name, "kind": protocol.kind(schedule), "params": schedule.params(),
+           "dtype": jnp.dtype(dtype).name,
+           **metrics.scores(sum(np.asarray(r["hist"], np.int64) for r in records))}
     band_hist = sum(np.asarray(r["band_hist"], np.int64) for r in records)
-    result.update({f"bdry_{k}": v for k, v in metrics.scores(band_hist).items()})
+    row.update({f"bdry_{k}": v for k, v in metrics.scores(band_hist).items()})
     tds = [r["td"] for r in records if r["frames"] > 1]  # a 1-frame clip has no change
-    spent = np.sum([r["spent"] for r in records], axis=0)
+    flops = np.sum([r["flops"] for r in records], axis=0)  # (executed, dense) full frames
     timed = [r for r in records if r["latency"]]  # pipelines: (dense FLOPs, time) models
 
     def latency(i: int) -> float | None:  # frame-weighted over the clips
@@ -378,24 +485,24 @@ def _aggregate(name: str, schedule, dtype, records: list[dict], wall: float) -> 
                                  weights=[r["frames"] for r in timed])) if timed else None)
 
     first = records[0]  # the first clip's clock, for timeline plots
-    result.update(
+    row.update(
         temporal_diff=float(np.mean(tds)) if tds else None,
         temporal_diff_std=float(np.std(tds)) if tds else None,
         fired=np.concatenate([np.asarray(r["fired"]) for r in records]).mean(0).tolist(),
         fired_ref=(np.sum([r["fired_ref"] for r in records], axis=0)
                    / max(sum(r["denominator"] for r in records), 1)).tolist(),
-        flop_fraction=float(spent[0]) / frames_run,
-        flop_fraction_dense=float(spent[1]) / frames_run,
+        flop_fraction=float(flops[0]) / frames_run,
+        flop_fraction_dense=float(flops[1]) / frames_run,
         latency_model_flops=latency(0),
         latency_model_time=latency(1),
         ms_per_frame=1e3 * sum(r["seconds"] for r in records) / frames_run,
-        wall_s=wall,
+        wall_s=wall_s,
         frames=frames_run,
         videos=len(records),
         timeline={"change": list(first["change"]),
                   "fired": [bool(f[-1]) for f in first["fired"]]},
     )
-    return result
+    return row
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:
@@ -409,19 +516,31 @@ def add_speedups(rows: list[dict]) -> list[dict]:
 def format_table(rows: Sequence[dict]) -> str:
     """The paper-style results table, one row per schedule.
 
-    "S3 ref" is the last stage's fraction fired as the data set's reference counts it;
-    "FLOP frac" counts what XLA executes, "dense" the Caffe net (`cost`); "lat model" is a
-    pipeline's step latency as the paper models it, from the measured stage times.
+    "fired S1/.../SN" are the fractions of frames each stage fired on (N: the rows' stages);
+    "SN ref" is the last stage's fraction as the data set's reference counts it; "FLOP frac"
+    counts what XLA executes, "dense" the Caffe net (`cost`); "lat model" is a pipeline's
+    step latency as the paper models it, from the measured stage times.
+
+    Args:
+      rows: rows of `evaluate_schedule` (`aggregate`).
+
+    Returns:
+      The table, a header line, a rule and one line per row.
     """
     def num(fmt: str):
         return lambda v: "-" if v is None else fmt.format(v)
 
+    stages = [f"S{k + 1}" for k in range(max((len(r["fired"]) for r in rows), default=0))]
+    fired_header = f"fired {'/'.join(stages)}"
+    fired_width = max(16, len(fired_header) + 2, 5 * len(stages) + 1)  # "0.50/" per stage
+    last_ref = f"{stages[-1] if stages else 'last'} ref"
     pct = num("{:.1f}")
     cols = [
         ("schedule", 15, str), ("pix acc", 8, pct), ("mean acc", 9, pct), ("mean IU", 8, pct),
         ("fw IU", 7, pct), ("IU-bdry", 8, pct), ("fwIU-bdry", 10, pct),
-        ("temp diff", 10, num("{:.3f}")), ("fired S1/S2/S3", 16, str), ("S3 ref", 7, str),
-        ("FLOP frac", 10, num("{:.2f}")), ("dense", 6, num("{:.2f}")),
+        ("temp diff", 10, num("{:.3f}")), (fired_header, fired_width, str),
+        (last_ref, max(7, len(last_ref) + 1), str), ("FLOP frac", 10, num("{:.2f}")),
+        ("dense", 6, num("{:.2f}")),
         ("ms/frame", 9, num("{:.1f}")), ("time frac", 10, num("{:.2f}")),
         ("lat model", 10, num("{:.2f}")),
     ]

@@ -6,7 +6,9 @@ whole data set should be summed in int64 on the host, e.g.
 ``total += np.asarray(hist, np.int64)``, since int32 overflows past ~2e9 pixels.
 
 Also provides the "boundary" variant of the metrics (scores restricted to a band around object
-boundaries) and the temporal-difference statistic of label videos.
+boundaries) and the temporal-difference statistic of label videos. `confusion`, `band_confusion`
+and `temporal_difference` take numpy or jax input: a jax Array (a tracer too) selects a jit-able
+jax.numpy path with the same results, which is what the evaluator runs on the device.
 """
 
 from __future__ import annotations
@@ -75,22 +77,22 @@ def confusion(labels: Any, preds: Any, num_classes: int) -> np.ndarray | jax.Arr
     """Confusion matrix of a labelling.
 
     Args:
-        labels: integer ground truth of any shape, in ``[0, num_classes)`` or 255 (ignore, not
-            counted). Other values raise on the numpy path; the jax path (which may run under
-            jit, where nothing can raise) does not count them.
-        preds: integer predictions, same shape as ``labels``, assumed in ``[0, num_classes)``
-            (checked on the numpy path; undefined placement on the jax path).
-        num_classes: number of classes C, a positive int (static under jit).
+      labels: integer ground truth of any shape, in ``[0, num_classes)`` or 255 (ignore, not
+        counted). Other values raise on the numpy path; the jax path (which may run under
+        jit, where nothing can raise) does not count them.
+      preds: integer predictions, same shape as ``labels``, assumed in ``[0, num_classes)``
+        (checked on the numpy path; undefined placement on the jax path).
+      num_classes: number of classes C, a positive int (static under jit).
 
     Returns:
-        ``[C, C]`` counts, rows = truth, columns = prediction. If either input is a jax Array
-        (including a tracer inside ``jax.jit``) it is computed with jax.numpy and returned as a jax
-        Array of JAX's default int (int32 unless x64 is enabled); otherwise a numpy int64 array.
-        Sum data-set totals in int64 on the host: ``np.asarray(hist, np.int64)``.
+      ``[C, C]`` counts, rows = truth, columns = prediction. If either input is a jax Array
+      (including a tracer inside ``jax.jit``) it is computed with jax.numpy and returned as a jax
+      Array of JAX's default int (int32 unless x64 is enabled); otherwise a numpy int64 array.
+      Sum data-set totals in int64 on the host: ``np.asarray(hist, np.int64)``.
 
     Raises:
-        ValueError: if the shapes of ``labels`` and ``preds`` differ, ``num_classes`` is not a
-            positive int, or (numpy path) a label or prediction is out of range.
+      ValueError: if the shapes of ``labels`` and ``preds`` differ, ``num_classes`` is not a
+        positive int, or (numpy path) a label or prediction is out of range.
     """
     _check_num_classes(num_classes)
     if np.shape(labels) != np.shape(preds):
@@ -115,11 +117,11 @@ def scores(hist: Any) -> dict[str, float]:
     * ``fw_iu = sum_i t_i IU_i / sum_i t_i``; ``pixel_acc = trace / total``.
 
     Args:
-        hist: ``[C, C]`` confusion matrix (numpy int64 or jax), rows = truth.
+      hist: ``[C, C]`` confusion matrix (numpy int64 or jax), rows = truth.
 
     Returns:
-        Dict of python floats with keys 'pixel_acc', 'mean_acc', 'mean_iu', 'fw_iu'. An all-zero
-        matrix gives nan for every key (silently).
+      Dict of python floats with keys 'pixel_acc', 'mean_acc', 'mean_iu', 'fw_iu'. An all-zero
+      matrix gives nan for every key (silently).
     """
     hist = np.asarray(hist, dtype=np.int64).astype(np.float64)
     diag = np.diag(hist)
@@ -159,14 +161,14 @@ def boundary_mask(label: Any, radius: int = 5) -> np.ndarray:
     nor dilates: objects cut by the border get no band along it.
 
     Args:
-        label: ``[H, W]`` integer label map (numpy or jax).
-        radius: disk radius in pixels, positive int.
+      label: ``[H, W]`` integer label map (numpy or jax).
+      radius: disk radius in pixels, positive int.
 
     Returns:
-        ``[H, W]`` bool numpy array, True inside the band.
+      ``[H, W]`` bool numpy array, True inside the band.
 
     Raises:
-        ValueError: if radius is not a positive int or label is not rank 2.
+      ValueError: if radius is not a positive int or label is not rank 2.
     """
     _check_radius(radius)
     label = np.asarray(label)
@@ -179,21 +181,55 @@ def boundary_mask(label: Any, radius: int = 5) -> np.ndarray:
     return dilated ^ eroded
 
 
+def band_confusion(labels: Any, preds: Any, bands: Any, num_classes: int
+                   ) -> np.ndarray | jax.Array:
+    """Confusion matrix of the pixels inside given bands (e.g. `boundary_mask`'s).
+
+    Args:
+      labels: integer ground truth of any shape, as `confusion`'s.
+      preds: predictions of the same shape, in ``[0, num_classes)``.
+      bands: bool, the same shape: True where a pixel counts.
+      num_classes: number of classes C, a positive int (static under jit).
+
+    Returns:
+      ``[C, C]`` counts over the band pixels (ignore labels still ignored), as `confusion`
+      returns them: a jax Array of JAX's default int if any input is a jax Array (including
+      a tracer inside ``jax.jit``), otherwise a numpy int64 array.
+
+    Raises:
+      ValueError: if the shapes differ, or as `confusion`.
+    """
+    if np.shape(bands) != np.shape(labels):
+        raise ValueError(
+            f"bands and labels must have the same shape, got {np.shape(bands)} and "
+            f"{np.shape(labels)}"
+        )
+    if _is_jax(labels) or _is_jax(preds) or _is_jax(bands):
+        # Pixels outside the band become ignore labels: shapes stay static for jit.
+        labels = jnp.where(jnp.asarray(bands), jnp.asarray(labels), IGNORE_LABEL)
+        return confusion(labels, jnp.asarray(preds), num_classes)
+    bands = np.asarray(bands, bool)
+    return confusion(np.asarray(labels)[bands], np.asarray(preds)[bands], num_classes)
+
+
 def boundary_confusion(labels: Any, preds: Any, num_classes: int, radius: int = 5) -> np.ndarray:
     """Confusion matrix restricted to the boundary band of each label map.
 
+    The bands come from `boundary_mask` (scipy, on the host); a caller holding them already
+    (e.g. on a device) calls `band_confusion`.
+
     Args:
-        labels: ``[H, W]`` or ``[N, H, W]`` integer ground truth (numpy or jax).
-        preds: predictions of the same shape, in ``[0, num_classes)``.
-        num_classes: number of classes C.
-        radius: band radius, see `boundary_mask`.
+      labels: ``[H, W]`` or ``[N, H, W]`` integer ground truth (numpy or jax).
+      preds: predictions of the same shape, in ``[0, num_classes)``.
+      num_classes: number of classes C.
+      radius: band radius, see `boundary_mask`.
 
     Returns:
-        ``[C, C]`` numpy int64 counts over band pixels only (ignore labels still ignored).
+      ``[C, C]`` numpy int64 counts over band pixels only (ignore labels still ignored).
 
     Raises:
-        ValueError: on shape mismatch, rank other than 2 or 3, a bad radius or num_classes, or
-            labels or predictions out of range (as `confusion`).
+      ValueError: on shape mismatch, rank other than 2 or 3, a bad radius or num_classes, or
+        labels or predictions out of range (as `confusion`).
     """
     _check_num_classes(num_classes)
     labels = np.asarray(labels)
@@ -206,32 +242,34 @@ def boundary_confusion(labels: Any, preds: Any, num_classes: int, radius: int = 
         raise ValueError(f"labels must be [H, W] or [N, H, W], got shape {labels.shape}")
     _check_radius(radius)
     check_labels(labels, num_classes)  # all of them, not only the band's
-    if labels.ndim == 2:
-        labels, preds = labels[None], preds[None]
-    hist = np.zeros((num_classes, num_classes), np.int64)
-    for label, pred in zip(labels, preds, strict=True):
-        band = boundary_mask(label, radius)
-        hist += _confusion_np(label[band], pred[band], num_classes)
-    return hist
+    maps = labels.reshape(-1, *labels.shape[-2:])  # [N, H, W], N = 1 for one map
+    bands = np.zeros(maps.shape, bool)  # no maps ([0, H, W]): no band, an empty confusion
+    for i, label in enumerate(maps):
+        bands[i] = boundary_mask(label, radius)
+    bands = bands.reshape(labels.shape)
+    return band_confusion(labels, preds, bands, num_classes)
 
 
-def temporal_difference(label_maps: Any) -> float:
+def temporal_difference(label_maps: Any) -> float | jax.Array:
     """Mean fraction of pixels whose label changes from the previous frame.
 
     Frame 0 has no predecessor and counts as 0, so the result is
     ``sum_{t>=1} frac_t / T``; a single frame gives 0.
 
     Args:
-        label_maps: ``[T, H, W]`` integer label video (numpy or jax).
+      label_maps: ``[T, H, W]`` integer label video (numpy or jax).
 
     Returns:
-        The mean changed fraction as a python float in [0, 1).
+      The mean changed fraction in [0, 1): a python float for numpy input; for a jax Array
+      (including a tracer inside ``jax.jit``) a float32 jax scalar computed with jax.numpy.
 
     Raises:
-        ValueError: if ``label_maps`` is not rank 3.
+      ValueError: if ``label_maps`` is not rank 3.
     """
-    maps = np.asarray(label_maps)
+    xp = jnp if _is_jax(label_maps) else np
+    maps = xp.asarray(label_maps)
     if maps.ndim != 3:
         raise ValueError(f"label_maps must be [T, H, W], got shape {maps.shape}")
-    changed = maps[1:] != maps[:-1]
-    return float(changed.mean(axis=(1, 2)).sum() / maps.shape[0]) if len(changed) else 0.0
+    changed = xp.mean(maps[1:] != maps[:-1], axis=(1, 2))  # [T - 1]
+    mean = xp.sum(changed) / maps.shape[0]  # an empty sum is 0: one frame gives 0
+    return mean if xp is jnp else float(mean)

@@ -25,13 +25,7 @@ import numpy as np
 from flax import nnx
 
 from cwfcn.clockwork import Staging
-
-# Per-data-set means in BGR order, subtracted from 0..255 pixels (no scaling).
-MEAN_BGR = {
-    "voc": (104.00698793, 116.66876762, 122.67891434),
-    "nyud": (116.190, 97.203, 92.318),
-    "cityscapes": (72.78044, 83.21195, 73.45286),
-}
+from cwfcn.schedules import BASELINES
 
 # VGG16 channel widths per block, then fc6/fc7; `narrow` keeps the topology.
 VGG16_WIDTHS = (64, 128, 256, 512, 512, 4096)
@@ -47,8 +41,8 @@ TRUNC_POOL4_CROP, TRUNC_POOL3_CROP = 107, 103
 # bilinear `upscore` (clockwork-fcn nets/net-pool3.py: kernel 16, stride 8; net-pool4.py:
 # kernel 32, stride 16), and the paper's names for them.
 TRUNCATED_UPSCORE = {1: (8, TRUNC_POOL3_CROP), 2: (16, TRUNC_POOL4_CROP)}
-TRUNCATED_NAMES = {1: "pool3", 2: "pool4"}
-TRUNCATED_STAGES = {name: stages for stages, name in TRUNCATED_NAMES.items()}
+TRUNCATED_STAGES = dict(BASELINES)  # name -> stages kept (the schedule registry's baselines)
+TRUNCATED_NAMES = {stages: name for name, stages in TRUNCATED_STAGES.items()}
 ARCHS = ("fcn8s", *TRUNCATED_NAMES.values())  # what `config.model.arch` may name
 
 
@@ -57,7 +51,7 @@ def preprocess(images: jax.Array | np.ndarray, mean_bgr: Sequence[float]) -> jax
 
     Args:
       images: `[..., H, W, 3]` RGB, 0..255 (any numeric dtype).
-      mean_bgr: the data set's mean, BGR order (see `MEAN_BGR`).
+      mean_bgr: the data set's mean, BGR order (`datasets.get(name).mean_bgr`).
 
     Returns:
       float32 `[..., H, W, 3]`: BGR minus the mean, no scaling (as the Caffe nets).
@@ -82,10 +76,10 @@ def bilinear_kernel(size: int) -> np.ndarray:
 
 def bilinear_deconv_init(size: int, channels: int) -> np.ndarray:
     """A `[size, size, C, C]` deconv kernel that upsamples each channel on its own."""
-    k = np.outer(bilinear_kernel(size), bilinear_kernel(size))
-    w = np.zeros((size, size, channels, channels), np.float32)
-    w[:, :, np.arange(channels), np.arange(channels)] = k[:, :, None]
-    return w
+    taps = np.outer(bilinear_kernel(size), bilinear_kernel(size))
+    kernel = np.zeros((size, size, channels, channels), np.float32)
+    kernel[:, :, np.arange(channels), np.arange(channels)] = taps[:, :, None]
+    return kernel
 
 
 def deconv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
@@ -99,13 +93,13 @@ def deconv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     Returns:
       `[N, (h-1)*s + k, (w-1)*s + k, Cout]`.
     """
-    k = kernel.shape[0]
+    size = kernel.shape[0]
     # A transposed conv is a conv over the s-dilated input with the flipped kernel.
     return jax.lax.conv_general_dilated(
         x,
         kernel[::-1, ::-1],
         window_strides=(1, 1),
-        padding=((k - 1, k - 1), (k - 1, k - 1)),
+        padding=((size - 1, size - 1), (size - 1, size - 1)),
         lhs_dilation=(stride, stride),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
@@ -118,10 +112,10 @@ def _interp_matrix(n_in: int, factor: int, offset: int, n_out: int) -> np.ndarra
     if offset + n_out > n_up:
         raise ValueError(f"crop [{offset}, {offset + n_out}) runs past the {n_up} upsampled "
                          f"positions of {n_in} inputs: the input is too small for this output")
-    m = np.zeros((n_up, n_in), np.float32)
+    matrix = np.zeros((n_up, n_in), np.float32)
     for i in range(n_in):
-        m[i * factor : i * factor + 2 * factor, i] = taps
-    return m[offset : offset + n_out]
+        matrix[i * factor : i * factor + 2 * factor, i] = taps
+    return matrix[offset : offset + n_out]
 
 
 def upsample_crop(x: jax.Array, factor: int, offset: int, out_hw: tuple[int, int]) -> jax.Array:
@@ -209,10 +203,10 @@ def _influence(n: int, pad: int, ops: Sequence[str]) -> list[tuple[np.ndarray, .
       Per layer, conv1_1's first: bool masks (content, left, right) over its positions.
       Elsewhere the map equals the far field: one constant per channel.
     """
-    m = n + 2 * pad - 2
-    content = np.zeros(m, bool)
+    positions = n + 2 * pad - 2  # conv1_1's output: a 3x3 window over the padded photo
+    content = np.zeros(positions, bool)
     content[max(pad - 2, 0) : pad + n] = True  # windows [j, j + 2] that meet the photo
-    masks = [content, np.zeros(m, bool), np.zeros(m, bool)]
+    masks = [content, np.zeros(positions, bool), np.zeros(positions, bool)]
     out = [tuple(masks)]
     for op in ops:
         if op == "conv":  # window [j - 1, j + 1]; the zero padding is the edges' influence
@@ -245,7 +239,7 @@ def _far_positions(layer: tuple[np.ndarray, ...]) -> tuple[int, int]:
     return int(far[far < first][-1]), int(far[far > first][0])
 
 
-_BLOCKS12 = ("conv", "pool", "conv", "conv", "pool")  # conv1_2 .. pool2
+_BLOCKS_1_2 = ("conv", "pool", "conv", "conv", "pool")  # conv1_2 .. pool2
 _BLOCK3 = ("conv", "conv", "conv", "pool")  # conv3_1 .. pool3
 
 
@@ -253,25 +247,33 @@ _BLOCK3 = ("conv", "conv", "conv", "pool")  # conv3_1 .. pool3
 def border_plan(n: int) -> tuple[int, tuple[int, int, int], tuple[int, int, int]]:
     """How `stage1` narrows conv1_1's border along an axis of n pixels, exactly.
 
-    Blocks 1-2 run with conv1_1 padded by p; after pool2, e2 copies of a far-field
-    position are inserted on each side (the maps of pad p2 = p + 4 e2); block 3 runs,
-    and after pool3 e3 more (the maps of the Caffe pad, p2 + 8 e3 = 100). The pads are
-    the smallest for which the photo's reach and the edges' never meet (`_influence`),
-    so every map position sees exactly what it would see with the full pad.
+    Blocks 1-2 run with conv1_1 padded by `pad`; after pool2, `copies_pool2` copies of a
+    far-field position are inserted on each side (the maps of the pad
+    `pad_block3 = pad + 4 copies_pool2`); block 3 runs, and after pool3 `copies_pool3` more
+    (the maps of the Caffe pad, `pad_block3 + 8 copies_pool3 = 100`). The pads are the
+    smallest for which the photo's reach and the edges' never meet (`_influence`), so every
+    map position sees exactly what it would see with the full pad.
+
+    Args:
+      n: pixels of the photo along the axis.
 
     Returns:
-      (p, (e2, left, right), (e3, left, right)): left / right are the positions whose
-      copies are inserted, on the map before insertion.
+      (pad, (copies_pool2, left, right), (copies_pool3, left, right)): left / right are
+      the positions whose copies are inserted, on the map before insertion.
     """
-    p2 = CAFFE_PAD
-    while p2 - 8 >= 2 and _separated(_influence(n, p2 - 8, _BLOCKS12 + _BLOCK3)):
-        p2 -= 8
-    p = p2
-    while p - 4 >= 2 and _separated(_influence(n, p - 4, _BLOCKS12)):
-        p -= 4
-    at2 = _far_positions(_influence(n, p, _BLOCKS12)[-1])
-    at3 = _far_positions(_influence(n, p2, _BLOCKS12 + _BLOCK3)[-1])
-    return p, ((p2 - p) // 4, *at2), ((CAFFE_PAD - p2) // 8, *at3)
+    # Each 4 px of conv1_1 pad is one position after pool2 (stride 4), each 8 px one after
+    # pool3 (stride 8): narrow the pad seen by block 3 first, then that of blocks 1-2.
+    pad_block3 = CAFFE_PAD
+    while pad_block3 - 8 >= 2 and _separated(
+            _influence(n, pad_block3 - 8, _BLOCKS_1_2 + _BLOCK3)):
+        pad_block3 -= 8
+    pad = pad_block3
+    while pad - 4 >= 2 and _separated(_influence(n, pad - 4, _BLOCKS_1_2)):
+        pad -= 4
+    at_pool2 = _far_positions(_influence(n, pad, _BLOCKS_1_2)[-1])
+    at_pool3 = _far_positions(_influence(n, pad_block3, _BLOCKS_1_2 + _BLOCK3)[-1])
+    return (pad, ((pad_block3 - pad) // 4, *at_pool2),
+            ((CAFFE_PAD - pad_block3) // 8, *at_pool3))
 
 
 def _widen(x: jax.Array, axis: int, copies: int, left: int, right: int) -> jax.Array:
@@ -304,7 +306,7 @@ def vgg_pool3(net: nnx.Module, frames: jax.Array) -> jax.Array:
       pool3 `[N, h3, w3, c3]`.
     """
     plans = [border_plan(n) for n in frames.shape[1:3]]  # per axis: H, W
-    pads = [(p, p) for p, _, _ in plans]
+    pads = [(pad, pad) for pad, _, _ in plans]
     kernel, bias = net.conv1_1.kernel[...], net.conv1_1.bias[...]
     dtype = jnp.result_type(frames, kernel)  # as nnx.Conv: the common dtype
     x = jax.lax.conv_general_dilated(  # conv1_1, on the narrower pad (see border_plan)
@@ -313,13 +315,13 @@ def vgg_pool3(net: nnx.Module, frames: jax.Array) -> jax.Array:
     blocks = ((net.conv1_2,), (net.conv2_1, net.conv2_2),
               (net.conv3_1, net.conv3_2, net.conv3_3))
     x = jax.nn.relu(x)
-    for b, block in enumerate(blocks):
+    for index, block in enumerate(blocks):
         for layer in block:
             x = jax.nn.relu(layer(x))
         x = max_pool_ceil(x)
-        if b:  # after pool2 and pool3: back to the maps of a wider pad
+        if index:  # after pool2 and pool3: back to the maps of a wider pad (border_plan)
             for axis, plan in ((1, plans[0]), (2, plans[1])):
-                x = _widen(x, axis, *plan[b])
+                x = _widen(x, axis, *plan[index])
     return x
 
 

@@ -27,8 +27,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from cwfcn import clockwork
-
 Row = Mapping[str, Any]
 
 
@@ -60,12 +58,33 @@ def tradeoff_points(rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray, list[s
     return np.asarray(xs, np.float64), np.asarray(ys, np.float64), names
 
 
+def sweep_theta(row: Row) -> float:
+    """The adaptive threshold of a sweep row, from its schedule's parameters.
+
+    Args:
+      row: an `evaluation` row, with `params` (`Schedule.params`).
+
+    Returns:
+      `row["params"]["theta"]`.
+
+    Raises:
+      ValueError: if the row lacks `params`, or its schedule is not adaptive (theta None).
+    """
+    if "params" not in row:
+        raise ValueError(f"sweep row {row.get('schedule')!r} lacks ['params'] (the schedule's "
+                         "parameters, as evaluation rows record them)")
+    theta = row["params"].get("theta")
+    if theta is None:
+        raise ValueError(f"sweep row {row.get('schedule')!r} is not an adaptive schedule")
+    return float(theta)
+
+
 def tradeoff_figure(sweep_rows: Sequence[Row], fixed_rows: Sequence[Row] = ()) -> Figure:
     """The accuracy / firing-rate trade-off (Fig. 6), not saved.
 
     Args:
-      sweep_rows: rows of adaptive schedules ("adaptive:theta"), drawn as one line sorted
-        by firing rate, each point annotated with its theta.
+      sweep_rows: rows of adaptive schedules, drawn as one line sorted by firing rate, each
+        point annotated with its theta (`sweep_theta`).
       fixed_rows: rows of other schedules, drawn as points labelled with their names.
 
     Returns:
@@ -76,12 +95,7 @@ def tradeoff_figure(sweep_rows: Sequence[Row], fixed_rows: Sequence[Row] = ()) -
     """
     if not sweep_rows and not fixed_rows:
         raise ValueError("nothing to plot: no sweep rows and no fixed rows")
-    thetas = []
-    for row in sweep_rows:
-        theta = clockwork.parse_schedule(str(row.get("schedule"))).theta
-        if theta is None:
-            raise ValueError(f"sweep row {row.get('schedule')!r} is not an adaptive schedule")
-        thetas.append(theta)
+    thetas = [sweep_theta(row) for row in sweep_rows]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if sweep_rows:
         x, y, _ = tradeoff_points(sweep_rows)

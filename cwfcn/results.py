@@ -66,7 +66,7 @@ class Journal:
             for line in lines[1:]:
                 record = _loads(line)
                 if record is not None:
-                    self._done[(record["schedule"], record["index"])] = record
+                    self._done[(record.pop("schedule"), record.pop("index"))] = record
         else:
             append_json_line(self.path, {"key": key}, mode="w")
 
@@ -74,16 +74,17 @@ class Journal:
         return len(self._done)
 
     def get(self, schedule: str, index: int) -> dict | None:
-        """The record of video `index` under `schedule`, if it was finished earlier."""
+        """The record of video `index` under `schedule`, as it was added, if it was finished
+        earlier."""
         return self._done.get((schedule, index))
 
     def add(self, schedule: str, index: int, record: dict) -> None:
-        """Appends (and syncs) one finished video's record."""
-        record = {"schedule": schedule, "index": index, **record}
-        append_json_line(self.path, record)
+        """Appends (and syncs) one finished video's record (JSON-able values)."""
+        append_json_line(self.path, {"schedule": schedule, "index": index, **record})
         self._done[(schedule, index)] = record
 
     def remove(self) -> None:
+        """Deletes the journal file (once the final results are written)."""
         os.unlink(self.path)
 
 

@@ -13,7 +13,6 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -25,13 +24,12 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from cwfcn import checkpoint, config_check, distributed, metrics, model, weights
-from cwfcn.data import cityscapes, nyud, samples, synthetic, voc
+from cwfcn.data import datasets, samples
+from cwfcn.data.training import make_batches, val_examples
 from cwfcn.durable import append_json_line
 
 # FCN's deconvolution layers with lr_mult 0: fixed bilinear upsampling.
 UPSAMPLING_PARAMS = ("upscore2", "upscore_pool4")
-# Synthetic validation scenes are the batches of these steps on: never trained on.
-VAL_STEP_OFFSET = 10**6
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -46,11 +44,11 @@ def build_net(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model.FCN8s:
     if arch not in model.ARCHS:
         raise ValueError(f"config.model.arch must be one of {model.ARCHS}, got {arch!r}")
     if arch != "fcn8s":
-        return model.TruncatedFCN(model.TRUNCATED_STAGES[arch], config.model.num_classes,
+        return model.TruncatedFCN(model.TRUNCATED_STAGES[arch], datasets.net_classes(config),
                                   widths=widths[config.model.widths],
                                   zero_init_scores=config.model.zero_init_scores, rngs=rngs)
     return model.FCN8s(
-        config.model.num_classes,
+        datasets.net_classes(config),
         widths=widths[config.model.widths],
         dropout_rate=config.model.dropout_rate,
         zero_init_scores=config.model.zero_init_scores,
@@ -93,15 +91,15 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     Unless `config.optim.train_upsampling`, the upsampling deconvolutions get zero updates
     (and no weight decay), as FCN's lr_mult 0.
     """
-    o = config.optim
-    if o.name == "sgd":
-        step = optax.sgd(o.learning_rate, momentum=o.momentum)
-    elif o.name == "adam":
-        step = optax.adam(o.learning_rate)
+    optim = config.optim
+    if optim.name == "sgd":
+        step = optax.sgd(optim.learning_rate, momentum=optim.momentum)
+    elif optim.name == "adam":
+        step = optax.adam(optim.learning_rate)
     else:
-        raise ValueError(f"config.optim.name must be 'sgd' or 'adam', got {o.name!r}")
-    tx = optax.chain(optax.add_decayed_weights(o.weight_decay), step)
-    if o.get("train_upsampling", False):
+        raise ValueError(f"config.optim.name must be 'sgd' or 'adam', got {optim.name!r}")
+    tx = optax.chain(optax.add_decayed_weights(optim.weight_decay), step)
+    if optim.get("train_upsampling", False):
         return tx
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, param_labels)
 
@@ -129,128 +127,6 @@ def train_step(params, opt_state, images, labels, key, *, graphdef, tx):
     return optax.apply_updates(params, updates), opt_state, loss
 
 
-def synthetic_batch(config: ml_collections.ConfigDict, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch of `step`: images uint8 RGB `[N, S, S, 3]`, labels uint8 `[N, S, S]`.
-
-    A pure function of (seed, step), so a resumed run sees the same batches.
-    """
-    rng = np.random.default_rng([config.seed, step])
-    size, n = config.data.size, config.train.batch_size
-    pairs = [synthetic.scene(rng, size, size, config.model.num_classes) for _ in range(n)]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-
-def voc_root(config: ml_collections.ConfigDict) -> str:
-    """The VOC-layout directory of `config.data.root`; "sample" is the embedded sample."""
-    if config.data.root == "sample":
-        return str(samples.fetch(["voc_images"])["voc_images"])
-    return config.data.root
-
-
-def whole_image_batches(
-    config: ml_collections.ConfigDict, num: int, read: Callable[[int], tuple]
-) -> Callable[[int], tuple]:
-    """Whole images, one per step, as FCN trains (batch size one).
-
-    Args:
-      config: its `seed` orders the epochs; `train.batch_size` must be 1.
-      num: the number of training examples.
-      read: `i -> (image uint8 [H, W, 3], label uint8 [H, W])` for `i` in [0, num).
-
-    Returns:
-      `step -> (image uint8 [1, H, W, 3], label uint8 [1, H, W])`: a pure function of
-      (seed, step): each epoch visits every image once in a seeded order, each image
-      flipped left-right with probability 1/2. Images are read when their step comes.
-    """
-    if config.train.batch_size != 1:
-        raise ValueError(f"training on whole {config.data.name} images needs "
-                         "config.train.batch_size = 1")
-    if num == 0:
-        raise ValueError(f"the {config.data.name} split {config.data.split!r} holds no images")
-
-    def batch(step: int):
-        epoch, k = divmod(step, num)
-        order = np.random.default_rng([config.seed, epoch]).permutation(num)
-        image, label = read(int(order[k]))
-        if np.random.default_rng([config.seed, step, 1]).random() < 0.5:
-            image, label = image[:, ::-1], label[:, ::-1]
-        return np.ascontiguousarray(image)[None], np.ascontiguousarray(label)[None]
-
-    return batch
-
-
-def voc_batches(config: ml_collections.ConfigDict) -> Callable[[int], tuple]:
-    """Whole images of the VOC-layout `config.data.root`, split `config.data.split`."""
-    root = voc_root(config)
-    ids = voc.split_ids(root, config.data.split)
-    return whole_image_batches(config, len(ids), lambda i: voc.read_example(root, ids[i]))
-
-
-def sbd_batches(config: ml_collections.ConfigDict) -> Callable[[int], tuple]:
-    """Whole images of SBD (`config.data.root` = benchmark_RELEASE), FCN's PASCAL training set."""
-    root = config.data.root
-    ids = voc.sbd_split_ids(root, config.data.split)
-    return whole_image_batches(config, len(ids), lambda i: voc.read_sbd_example(root, ids[i]))
-
-
-def nyud_batches(config: ml_collections.ConfigDict) -> Callable[[int], tuple]:
-    """Whole labelled NYUDv2 photos (40 classes) of split `config.data.split`."""
-    root = config.data.root
-    ids = nyud.split_ids(root, config.data.split)
-    return whole_image_batches(config, len(ids), lambda i: nyud.read_example(root, ids[i]))
-
-
-def _cityscapes_example(root: str, split: str, frame_id: str) -> tuple[np.ndarray, np.ndarray]:
-    frames, labels = cityscapes.read_snippet(root, split, frame_id, num_frames=1)
-    return frames[0], labels[0]
-
-
-def cityscapes_batches(config: ml_collections.ConfigDict) -> Callable[[int], tuple]:
-    """Whole gtFine-labelled Cityscapes frames (19 trainIds) of split `config.data.split`."""
-    root, split = config.data.root, config.data.split
-    ids = cityscapes.labelled_frame_ids(root, split)
-    return whole_image_batches(config, len(ids),
-                               lambda i: _cityscapes_example(root, split, ids[i]))
-
-
-_WHOLE_IMAGE_SOURCES = {"voc": voc_batches, "sbd": sbd_batches, "nyud": nyud_batches,
-                        "cityscapes": cityscapes_batches}
-
-
-def make_batches(config: ml_collections.ConfigDict) -> Callable[[int], tuple]:
-    """`step -> (images uint8 RGB [N, H, W, 3], labels uint8 [N, H, W])` for `config.data`."""
-    if config.data.name == "synthetic":
-        return functools.partial(synthetic_batch, config)
-    if config.data.name in _WHOLE_IMAGE_SOURCES:
-        return _WHOLE_IMAGE_SOURCES[config.data.name](config)
-    names = ["synthetic", *_WHOLE_IMAGE_SOURCES]
-    raise ValueError(f"config.data.name must be one of {names}, got {config.data.name!r}")
-
-
-def val_examples(config: ml_collections.ConfigDict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The validation set of `config.data`: `(images uint8 [N, H, W, 3], labels uint8 [N, H, W])`.
-
-    Synthetic: `config.data.num_val` held-out batches (steps from `VAL_STEP_OFFSET`).
-    Otherwise the images of `config.data.val_split` under `config.data.val_root` (or
-    `config.data.root`), batch one; for "sbd" that is a VOC2011 split of a VOCdevkit
-    (FCN validates on seg11valid).
-    """
-    d = config.data
-    if d.name == "synthetic":
-        return (synthetic_batch(config, VAL_STEP_OFFSET + i) for i in range(d.num_val))
-    root = d.val_root or (voc_root(config) if d.name == "voc" else d.root)
-    if d.name in ("voc", "sbd"):
-        pairs = voc.examples(root, d.val_split)
-    elif d.name == "nyud":
-        pairs = nyud.examples(root, d.val_split)
-    elif d.name == "cityscapes":
-        ids = cityscapes.labelled_frame_ids(root, d.val_split)
-        pairs = (_cityscapes_example(root, d.val_split, i) for i in ids)
-    else:
-        raise ValueError(f"no validation data for config.data.name {d.name!r}")
-    return ((image[None], label[None]) for image, label in pairs)
-
-
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def predict(params, images: jax.Array, *, graphdef) -> jax.Array:
     """Class ids int32 `[N, H, W]` of the full net (no dropout) on preprocessed images."""
@@ -264,14 +140,21 @@ def validate(config: ml_collections.ConfigDict, graphdef, params) -> dict[str, f
     Returns:
       {"val_mean_iu", "val_pixel_acc"}, from the confusion summed over the set.
     """
-    mean = model.MEAN_BGR[config.data.mean]
-    c = config.model.num_classes
-    hist = np.zeros((c, c), np.int64)
+    mean = datasets.mean_bgr_of(config)
+    num_classes = datasets.net_classes(config)
+    hist = np.zeros((num_classes, num_classes), np.int64)
     for images, labels in val_examples(config):
         preds = predict(params, model.preprocess(images, mean), graphdef=graphdef)
-        hist += metrics.confusion(np.asarray(labels), np.asarray(preds), c)
+        hist += metrics.confusion(np.asarray(labels), np.asarray(preds), num_classes)
     s = metrics.scores(hist)
     return {"val_mean_iu": s["mean_iu"], "val_pixel_acc": s["pixel_acc"]}
+
+
+def is_due(completed: int, every: int, last: int) -> bool:
+    """Whether a periodic action (a log row, a validation pass, a checkpoint) runs once
+    `completed` steps are done: every `every` steps and after the `last` step; never when
+    `every` is 0."""
+    return bool(every) and (completed % every == 0 or completed == last)
 
 
 def append_metrics(workdir: str, record: dict) -> None:
@@ -295,7 +178,7 @@ def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:
             checkpoint.load_params(path, source)
             _copy_convs(source, net)
         else:
-            weights.load(net, path, mean_bgr=model.MEAN_BGR[config.data.mean])
+            weights.load(net, path, mean_bgr=datasets.mean_bgr_of(config))
     return net
 
 
@@ -351,7 +234,7 @@ def train(
     key, init_key = jax.random.split(jax.random.key(config.seed))
     graphdef, params = nnx.split(init_net(config, init_key))
     batches = make_batches(config)
-    mean = model.MEAN_BGR[config.data.mean]
+    mean = datasets.mean_bgr_of(config)
     tx = make_optimizer(config)
     opt_state = tx.init(params)
     start = 0
@@ -364,8 +247,9 @@ def train(
     losses = []
     bar = tqdm(range(start, config.train.steps), desc="train", file=sys.stderr,
                initial=start, total=config.train.steps, disable=jax.process_index() > 0)
-    eval_every = config.train.get("eval_every", 0)
-    since, images_since, tic = 0, 0, time.perf_counter()
+    eval_every, last = config.train.get("eval_every", 0), config.train.steps
+    # Steps and images since the last log row, and when its throughput clock started.
+    steps_since_log, images_since_log, log_clock = 0, 0, time.perf_counter()
     for step in bar:
         images, labels = batches(step)
         if mesh is not None:
@@ -375,29 +259,44 @@ def train(
                                              jax.random.fold_in(key, step),
                                              graphdef=graphdef, tx=tx)
         losses.append(float(loss))
-        since, images_since = since + 1, images_since + len(images)
-        done = step + 1
-        if done % config.train.log_every == 0 or done == config.train.steps:
-            rate = images_since / max(time.perf_counter() - tic, 1e-9)
-            record = {"step": done, "loss": float(np.mean(losses[-since:])),
+        steps_since_log, images_since_log = steps_since_log + 1, images_since_log + len(images)
+        completed = step + 1  # steps completed, as the log rows and checkpoints count them
+        if is_due(completed, config.train.log_every, last):
+            rate = images_since_log / max(time.perf_counter() - log_clock, 1e-9)
+            record = {"step": completed, "loss": float(np.mean(losses[-steps_since_log:])),
                       "images_per_s": rate, "learning_rate": float(config.optim.learning_rate)}
             bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{rate:.3g}")
             if log:
                 append_metrics(workdir, record)
-            since, images_since = 0, 0
-        if eval_every and (done % eval_every == 0 or done == config.train.steps):
+            steps_since_log, images_since_log = 0, 0
+        if is_due(completed, eval_every, last):
             val = validate(config, graphdef, params)
-            bar.write(f"step {done}: val mean IU {val['val_mean_iu']:.4f}, "
+            bar.write(f"step {completed}: val mean IU {val['val_mean_iu']:.4f}, "
                       f"pixel acc {val['val_pixel_acc']:.4f}", file=sys.stderr)
             if log:
-                append_metrics(workdir, {"step": done, **val})
-        if workdir is not None and (done % config.train.checkpoint_every == 0
-                                    or done == config.train.steps):
-            checkpoint.save(workdir, done, params, opt_state,
+                append_metrics(workdir, {"step": completed, **val})
+        if workdir is not None and is_due(completed, config.train.checkpoint_every, last):
+            checkpoint.save(workdir, completed, params, opt_state,
                             max_to_keep=config.train.keep_checkpoints)
-        if since == 0:
-            tic = time.perf_counter()  # throughput leaves validation and saving out
+        if steps_since_log == 0:
+            log_clock = time.perf_counter()  # throughput leaves validation and saving out
     return nnx.merge(graphdef, params), losses
+
+
+def loss_summary(losses: list[float]) -> str:
+    """One line on a run's losses: the mean of the first and of the last tenth of its steps."""
+    tenth = max(1, len(losses) // 10)
+    return (f"loss: first {np.mean(losses[:tenth]):.4f} -> last {np.mean(losses[-tenth:]):.4f} "
+            f"over {len(losses)} steps")
+
+
+def train_job(config: ml_collections.ConfigDict, workdir: str | None, *,
+              data_parallel: bool = False) -> str:
+    """train.py's job: `train` on one device, or data-parallel over every device when asked
+    or when several processes run; returns the `loss_summary` line."""
+    parallel = data_parallel or jax.process_count() > 1
+    mesh = distributed.make_mesh() if parallel else None
+    return loss_summary(train(config, workdir, mesh=mesh)[1])
 
 
 def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[model.FCN8s, bool]:

@@ -74,7 +74,7 @@ def test_gated_stage_runs_on_the_smallest_slot_holding_the_firing_streams(fire, 
 
     @jax.jit
     def gate(src, cached, fire):
-        return batched._gated_stage(None, _STAGING, capacities, src, cached, fire)
+        return batched.gated_stage(None, _STAGING, capacities, src, cached, fire)
 
     out = np.asarray(gate(src, cached, fire))[:, 0]
     want = np.where(np.asarray(fire), slot if slot is not None else -1, -1.0)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cwfcn import calibrate, clockwork, model
+from cwfcn.data import datasets
 
 H, W = 24, 32
 
@@ -183,7 +184,7 @@ def test_calibration_over_clips_reproduces_the_engine(net):
         rgb[3:5] = rgb[2]  # a held stretch: the clock must choose
         labels = np.zeros(rgb.shape[:3], np.uint8)
         clips.append(protocol.Clip(rgb, labels, (5,), tuple(range(1, 6)), 6))
-    mean = model.MEAN_BGR["voc"]
+    mean = datasets.get("voc").mean_bgr
     runs = calibrate.clip_runs(net, clips, mean)
     theta = calibrate.theta_for_rate_over(runs, 0.3)
     fired = 0

@@ -135,9 +135,9 @@ def city_root(tmp_path):
 
 
 def _sched(spec):
-    from cwfcn import evaluation
+    from cwfcn import clockwork
 
-    return evaluation.as_schedule(spec)
+    return clockwork.parse_schedule(spec)
 
 
 def _reference_coins(n: int, cell: int) -> list[bool]:
@@ -196,6 +196,6 @@ def test_adaptive_runs_the_snippet_and_counts_the_first_frame_in_the_denominator
 
     net = model.narrow_fcn8s(19, rngs=nnx.Rngs(0))
     row = evaluation.evaluate_schedule(net, clips[:2], "adaptive:0",
-                                       mean_bgr=model.MEAN_BGR["cityscapes"])
+                                       mean_bgr=cityscapes.DATASET.mean_bgr)
     assert row["fired"] == [1.0, 1.0, 1.0]  # theta 0: every frame
     assert row["fired_ref"][-1] == pytest.approx(19 / 20)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from configs import tiny
 from cwfcn import model, train_lib
-from cwfcn.data import samples, video
+from cwfcn.data import datasets, samples, video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ def test_training_lowers_the_loss_on_unseen_scenes():
     assert len(losses) == 30 and np.all(np.isfinite(losses))
     untrained = train_lib.init_net(config, jax.random.split(jax.random.key(config.seed))[1])
     batches = train_lib.make_batches(config)
-    mean = model.MEAN_BGR[config.data.mean]
+    mean = datasets.mean_bgr_of(config)
 
     def held_out_loss(net):  # steps 1000.. are scenes the run never saw
         return np.mean([train_lib.loss_fn(net(model.preprocess(x, mean)), jnp.asarray(y, int))

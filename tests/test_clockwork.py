@@ -157,6 +157,115 @@ def test_parse_schedule_rejects(spec):
         clockwork.parse_schedule(spec)
 
 
+def test_default_stages_is_the_fcn8s_staging():
+    """A name parsed without a net resolves for the paper's FCN-8s staging."""
+    from cwfcn import model
+
+    assert clockwork.DEFAULT_STAGES == len(model.FCN8s.staging.stages) == 3
+
+
+@pytest.mark.parametrize(
+    "spec,stages,periods,lags,keep",
+    [
+        ("oracle", 2, (1, 1), (0, 0), None),
+        ("oracle", 4, (1, 1, 1, 1), (0, 0, 0, 0), None),
+        ("skip", 4, (2, 2, 2, 2), (0, 0, 0, 0), None),
+        ("exponential", 2, (1, 2), (0, 0), None),
+        ("exponential", 4, (1, 2, 4, 8), (0, 0, 0, 0), None),
+        ("alternating", 2, (1, 2), (0, 0), None),
+        ("alternating", 4, (1, 1, 1, 2), (0, 0, 0, 0), None),
+        ("adaptive:0.3", 4, (1, 1, 1, 1), (0, 0, 0, 0), None),
+        ("pipeline2", 2, (1, 1), (0, 1), None),
+        ("pipeline2", 4, (1, 1, 1, 1), (0, 0, 0, 1), None),
+        ("pipeline3", 4, (1, 1, 1, 1), (0, 0, 1, 1), None),
+        ("pool3", 2, (1, 1), (0, 0), 1),
+        ("pool4", 4, (1, 1, 1, 1), (0, 0, 0, 0), 2),
+        ("periods:5,1,7", 4, (5, 1, 7), (0, 0, 0), None),  # explicit: returned as it is
+    ],
+)
+def test_named_schedules_bind_to_the_net(spec, stages, periods, lags, keep):
+    s = clockwork.parse_schedule(spec).bind(stages)
+    assert (s.periods, s.lags, s.keep) == (periods, lags, keep)
+    assert s.name == clockwork.parse_schedule(spec).name
+    assert clockwork.parse_schedule(spec, stages) == s
+
+
+def test_bind_keeps_theta_and_signal():
+    s = clockwork.parse_schedule("adaptive-pixel:0.123456789").bind(5)
+    assert s.theta == 0.123456789 and s.signal == "pixels" and s.num_stages == 5
+    three = clockwork.parse_schedule("alternating")
+    assert three.bind(3) is three
+
+
+@pytest.mark.parametrize("spec,stages,match", [
+    ("pipeline3", 2, "pipeline3 lags the deepest 2 stages: it needs a net of at least 3"),
+    ("pipeline2", 1, "at least 2 stages"),
+    ("pool4", 2, "baseline pool4 keeps 2 stages: it needs a net of more than 2"),
+    ("pool3", 1, "more than 1 stages"),
+    ("oracle", 0, "at least one"),
+])
+def test_bind_rejects_nets_the_rule_does_not_fit(spec, stages, match):
+    with pytest.raises(ValueError, match=match):
+        clockwork.parse_schedule(spec).bind(stages)
+
+
+def test_registry_tables():
+    assert clockwork.ALL_SCHEDULES == ("oracle", "skip", "exponential", "alternating",
+                                       "adaptive", "pipeline2", "pipeline3", "pool4", "pool3")
+    assert clockwork.BASELINES == {"pool3": 1, "pool4": 2}
+    assert clockwork.ADAPTIVE_SIGNALS == {"adaptive": "scores", "adaptive-pixel": "pixels"}
+    assert clockwork.SCHEDULE_HELP.startswith("oracle, skip, exponential, alternating, "
+                                              "periods:a,b,c")
+    for name in ("adaptive-pixel:theta", "pipeline3", "pool4", "pool3"):
+        assert name in clockwork.SCHEDULE_HELP
+    pool4 = clockwork.parse_schedule(" Pool4 ")
+    assert (pool4.name, pool4.keep, pool4.periods, pool4.cycle) == ("pool4", 2, (1, 1, 1), 1)
+    assert clockwork.parse_schedule("pipeline3").pipeline_depth == 2
+    with pytest.raises(ValueError, match="unknown schedule 'pool4:1'"):
+        clockwork.parse_schedule("pool4:1")
+
+
+def test_params_are_json_values():
+    import json
+
+    params = clockwork.parse_schedule("adaptive:0.3").params()
+    assert params == {"periods": [1, 1, 1], "lags": [0, 0, 0], "theta": 0.3,
+                      "signal": "scores", "keep": None}
+    assert json.loads(json.dumps(clockwork.parse_schedule("pool3").params())) == {
+        "periods": [1, 1, 1], "lags": [0, 0, 0], "theta": None, "signal": "scores", "keep": 1}
+
+
+def test_parse_thetas():
+    from cwfcn import schedules
+
+    assert schedules.parse_thetas("0.25") == [0.25]
+    assert schedules.parse_thetas("0.05:0.25:0.05") == [0.05, 0.1, 0.15, 0.2, 0.25]
+    for bad in ("x", "0.5:0.1:0.1", "0.1:0.5:0", "0.1:0.5"):
+        with pytest.raises(ValueError, match=r"bad --theta .*start:stop:step"):
+            schedules.parse_thetas(bad)
+
+
+def test_parse_schedules():
+    from cwfcn import schedules
+
+    names = [s.name for s in schedules.parse_schedules("all", [0.1, 0.2])]
+    assert names == ["oracle", "skip", "exponential", "alternating", "adaptive:0.1",
+                     "adaptive:0.2", "pipeline2", "pipeline3", "pool4", "pool3"]
+    got = schedules.parse_schedules("pool4, adaptive-pixel,periods:1,2,4", [0.05])
+    assert [s.name for s in got] == ["oracle", "pool4", "adaptive-pixel:0.05", "periods:1,2,4"]
+    assert got[3].periods == (1, 2, 4) and got[2].signal == "pixels"
+    assert [s.name for s in schedules.parse_schedules("skip,oracle", [])] == ["skip", "oracle"]
+    with pytest.raises(ValueError, match="unknown schedule 'sometimes'"):
+        schedules.parse_schedules("oracle,sometimes", [0.1])
+
+
+def test_engine_refuses_truncated_baselines(net):
+    for make in (lambda: clockwork.run(net, FRAMES, "pool4"),
+                 lambda: clockwork.Clockwork(net, "pool3")):
+        with pytest.raises(ValueError, match=r"truncated baseline.*evaluation\.predict"):
+            make()
+
+
 # ---------------------------------------------------------------------------------------------
 # fixed schedules
 

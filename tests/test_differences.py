@@ -12,7 +12,7 @@ from flax import nnx
 from PIL import Image
 
 from cwfcn import checkpoint, differences, model, plots
-from cwfcn.data import youtube
+from cwfcn.data import datasets, youtube
 
 H, W = 16, 20  # the fixture's raw frames, kept as they are with --max-dim 20
 SHOTS = ("cat/0001/001", "dog/0002/003")
@@ -56,7 +56,7 @@ def _by_hand(net, frames: np.ndarray, mean_bgr) -> dict[str, np.ndarray]:
 def test_layer_changes_match_a_hand_computation(net):
     frames = _frames(5)
     got = differences.layer_changes(net, frames)
-    want = _by_hand(net, frames, model.MEAN_BGR["voc"])
+    want = _by_hand(net, frames, datasets.get("voc").mean_bgr)
     assert set(got) == set(want) == set(differences.MEASURES) - {"label"}
     for name in want:
         assert got[name].shape == (5,) and got[name].dtype == np.float32

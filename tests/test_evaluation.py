@@ -1,11 +1,14 @@
-"""The evaluator's streaming path and the evaluate.py theta parsing."""
+"""The evaluator: its streaming path, baselines, journal, and its two pieces (scoring a clip
+into a record, aggregating records into a row)."""
 
 import numpy as np
 import pytest
 from flax import nnx
 
-import evaluate
-from cwfcn import clockwork, evaluation, model, results
+from cwfcn import clockwork, evaluation, metrics, model, results, schedules
+from cwfcn.data import datasets, protocol
+
+VOC_MEAN = datasets.get("voc").mean_bgr
 
 
 def test_long_videos_stream_with_the_same_results_as_one_scan(monkeypatch):
@@ -22,11 +25,11 @@ def test_long_videos_stream_with_the_same_results_as_one_scan(monkeypatch):
 
 
 def test_theta_sweeps_include_the_stop_and_reject_nonsense():
-    assert evaluate.parse_thetas("0.25") == [0.25]
-    assert evaluate.parse_thetas("0.05:0.25:0.05") == [0.05, 0.1, 0.15, 0.2, 0.25]
+    assert schedules.parse_thetas("0.25") == [0.25]
+    assert schedules.parse_thetas("0.05:0.25:0.05") == [0.05, 0.1, 0.15, 0.2, 0.25]
     for bad in ("x", "0.5:0.1:0.1", "0.1:0.5:0", "1:2"):
         with pytest.raises(ValueError, match="bad --theta"):
-            evaluate.parse_thetas(bad)
+            schedules.parse_thetas(bad)
 
 
 def test_truncated_baselines_score_the_truncated_net():
@@ -34,7 +37,7 @@ def test_truncated_baselines_score_the_truncated_net():
     rng = np.random.default_rng(1)
     blocks = rng.choice([0, 255], (4, 6, 7, 3)).astype(np.uint8)  # saturated colour blocks
     rgb = blocks.repeat(4, axis=1).repeat(4, axis=2)
-    mean = model.MEAN_BGR["voc"]
+    mean = VOC_MEAN
     frames = np.asarray(model.preprocess(rgb, mean))
     for name, stages in (("pool3", 1), ("pool4", 2)):
         want = np.argmax(np.asarray(net.truncated(frames, stages)), -1)
@@ -57,7 +60,7 @@ def _videos(n: int, c: int = 5):
 
 def test_a_killed_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
     net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
-    videos, mean = _videos(4), model.MEAN_BGR["voc"]
+    videos, mean = _videos(4), VOC_MEAN
     want = evaluation.evaluate_schedule(net, videos, "adaptive:0.2", mean_bgr=mean)
 
     def killed():  # the job dies after two videos
@@ -74,8 +77,8 @@ def test_a_killed_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
     assert len(journal) == 2
 
     runs = []
-    predict = evaluation._predict
-    monkeypatch.setattr(evaluation, "_predict", lambda *a: runs.append(1) or predict(*a))
+    run = clockwork.run
+    monkeypatch.setattr(clockwork, "run", lambda *a, **k: runs.append(1) or run(*a, **k))
     got = evaluation.evaluate_schedule(net, videos, "adaptive:0.2", mean_bgr=mean,
                                        journal=journal)
     assert len(runs) == 1 + 2  # one compiling call, then only the two videos left
@@ -93,19 +96,82 @@ def test_a_truncated_net_of_its_own_is_the_baseline_scored():
                                rngs=nnx.Rngs(7))
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (4, 24, 28, 3), dtype=np.uint8)
-    mean = model.MEAN_BGR["voc"]
+    mean = VOC_MEAN
     labels = np.argmax(np.asarray(pool4(model.preprocess(rgb, mean))), -1).astype(np.uint8)
-    row = evaluation.evaluate_schedule(net, [(rgb, labels)], evaluation.Baseline("pool4", pool4),
+    row = evaluation.evaluate_schedule(net, [(rgb, labels)], "pool4", baseline_net=pool4,
                                        mean_bgr=mean)
     assert row["schedule"] == "pool4" and row["pixel_acc"] == 1.0
     own = evaluation.evaluate_schedule(net, [(rgb, labels)], "pool4", mean_bgr=mean)
     assert own["pixel_acc"] < 1.0  # FCN-8s's skip scores answer otherwise
     with pytest.raises(ValueError, match="stages=1"):
-        evaluation.Baseline("pool3", pool4)
+        evaluation.evaluate_schedule(net, [(rgb, labels)], "pool3", baseline_net=pool4,
+                                     mean_bgr=mean)
 
 
 def test_evaluation_refuses_labels_out_of_range():
     net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
     videos = _videos(1, c=7)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
-        evaluation.evaluate_schedule(net, videos, "oracle", mean_bgr=model.MEAN_BGR["voc"])
+        evaluation.evaluate_schedule(net, videos, "oracle", mean_bgr=VOC_MEAN)
+
+
+def test_a_clip_scored_into_a_record_aggregates_into_the_row(tmp_path):
+    """The two pieces of `evaluate_schedule`: one record per clip (the same JSON-able shape
+    fresh or read back from the journal), then the row; its statistics are numpy's metrics
+    of the predictions."""
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    videos = _videos(2)
+    journal = results.Journal(tmp_path / "j.jsonl", "job")
+    row = evaluation.evaluate_schedule(net, videos, "adaptive:0.2", mean_bgr=VOC_MEAN,
+                                       journal=journal)
+    scorer = evaluation.ClipScorer(net, "adaptive:0.2", mean_bgr=VOC_MEAN)
+    records = []
+    for i, (rgb, labels) in enumerate(videos):
+        clip = protocol.whole(rgb, labels, slice(2, None), str(i))
+        record = evaluation.record_on_host(scorer.score(evaluation.label_clip(clip, 5)))
+        read_back = results.Journal(tmp_path / "j.jsonl", "job").get(scorer.name, i)
+        assert set(record) == set(read_back)
+        assert {k: v for k, v in record.items() if k != "seconds"} == {
+            k: v for k, v in read_back.items() if k != "seconds"}
+        # The device statistics are numpy's metrics of the predictions.
+        preds, _, _ = evaluation.predict(net, model.preprocess(rgb, VOC_MEAN), "adaptive:0.2")
+        assert record["hist"] == metrics.confusion(labels[2:], preds[2:], 5).tolist()
+        assert record["band_hist"] == metrics.boundary_confusion(labels[2:], preds[2:], 5).tolist()
+        assert record["td"] == pytest.approx(metrics.temporal_difference(preds), rel=1e-6)
+        records.append(record)
+    got = evaluation.aggregate(records, name=scorer.name, schedule=scorer.schedule,
+                               dtype=scorer.dtype, wall_s=row["wall_s"])
+    timing = {"ms_per_frame"}
+    assert {k: v for k, v in got.items() if k not in timing} == {
+        k: v for k, v in row.items() if k not in timing}
+    assert row["kind"] == "adaptive" and row["params"]["theta"] == 0.2
+    assert row["params"] == clockwork.parse_schedule("adaptive:0.2").params()
+
+
+def test_baseline_rows_record_their_kind_and_stages_kept():
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    row = evaluation.evaluate_schedule(net, _videos(1), clockwork.parse_schedule("pool4"),
+                                       mean_bgr=VOC_MEAN)
+    assert row["schedule"] == "pool4 (fcn8s)" and row["kind"] == "frame"
+    assert row["params"]["keep"] == 2 and row["fired"] == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="truncated baselines"):
+        evaluation.evaluate_schedule(net, _videos(1), "oracle", mean_bgr=VOC_MEAN,
+                                     baseline_net=net)
+    with pytest.raises(ValueError, match="pred_lut maps 3 classes but the net predicts 5"):
+        evaluation.evaluate_schedule(net, _videos(1), "oracle", mean_bgr=VOC_MEAN,
+                                     pred_lut=[0, 1, 2])
+
+
+def _row(name: str, fired: list[float]) -> dict:
+    return {"schedule": name, "pixel_acc": 0.5, "mean_acc": 0.5, "mean_iu": 0.5, "fw_iu": 0.5,
+            "bdry_mean_iu": None, "bdry_fw_iu": None, "temporal_diff": 0.1, "fired": fired,
+            "fired_ref": fired, "flop_fraction": 1.0, "ms_per_frame": 2.0}
+
+
+def test_table_header_names_the_rows_stages():
+    two = evaluation.format_table([_row("oracle", [1.0, 1.0])]).splitlines()
+    assert "fired S1/S2" in two[0] and "S2 ref" in two[0] and "S3" not in two[0]
+    four = evaluation.format_table([_row("skip", [0.5, 0.5, 0.5, 0.5])]).splitlines()
+    assert "fired S1/S2/S3/S4" in four[0] and "S4 ref" in four[0]
+    assert four[2].split()[8:10] == ["0.50/0.50/0.50/0.50", "0.50"]
+    assert len(four[1]) == len(four[0])

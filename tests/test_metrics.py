@@ -273,6 +273,40 @@ def test_boundary_confusion_shape_errors():
         metrics.boundary_confusion(np.zeros(4, int), np.zeros(4, int), 2)
 
 
+def test_band_confusion_hand_worked():
+    labels = np.array([[0, 1, 2], [1, 255, 2]])
+    preds = np.array([[0, 2, 2], [0, 0, 1]])
+    bands = np.array([[True, True, False], [True, True, True]])
+    # In the band: (0,0) (1,2) (1,0) (2,1); the 255 pixel is ignored, (2,2) lies outside.
+    expected = np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0]])
+    hist = metrics.band_confusion(labels, preds, bands, 3)
+    assert isinstance(hist, np.ndarray) and hist.dtype == np.int64
+    np.testing.assert_array_equal(hist, expected)
+    args = (jnp.asarray(labels), jnp.asarray(preds), jnp.asarray(bands))
+    eager = metrics.band_confusion(*args, 3)
+    assert isinstance(eager, jax.Array)
+    np.testing.assert_array_equal(np.asarray(eager), expected)
+    jitted = jax.jit(metrics.band_confusion, static_argnums=3)(*args, 3)
+    np.testing.assert_array_equal(np.asarray(jitted), expected)
+
+
+def test_band_confusion_jax_path_equals_numpy_path_and_boundary_confusion():
+    rng = np.random.default_rng(5)
+    c, r = 4, 2
+    labels = np.stack([_square(24, 6, 16, 3), _square(24, 4, 12, 1, bg=255)]).astype(np.uint8)
+    preds = rng.integers(0, c, size=labels.shape).astype(np.int32)
+    bands = np.stack([metrics.boundary_mask(label, r) for label in labels])
+    want = metrics.boundary_confusion(labels, preds, c, radius=r)
+    np.testing.assert_array_equal(metrics.band_confusion(labels, preds, bands, c), want)
+    on_device = jax.jit(metrics.band_confusion, static_argnums=3)(
+        jnp.asarray(labels), jnp.asarray(preds), jnp.asarray(bands), c)
+    np.testing.assert_array_equal(np.asarray(on_device), want)
+    # Mixed inputs take the jax path too.
+    assert isinstance(metrics.band_confusion(labels, jnp.asarray(preds), bands, c), jax.Array)
+    with pytest.raises(ValueError, match="bands and labels must have the same shape"):
+        metrics.band_confusion(labels, preds, bands[0], c)
+
+
 # ---------------------------------------------------------------------------------------------
 # temporal_difference
 
@@ -297,3 +331,20 @@ def test_temporal_difference_constant_and_single_frame():
 def test_temporal_difference_rank_error():
     with pytest.raises(ValueError, match="T, H, W"):
         metrics.temporal_difference(np.zeros((3, 4)))
+
+
+def test_temporal_difference_jax_path_equals_numpy_path_under_jit():
+    video = np.array([[[0, 0], [0, 0]], [[0, 1], [0, 0]], [[1, 1], [2, 0]]])
+    want = (0 + 1 / 4 + 2 / 4) / 3  # hand-worked, as above
+    eager = metrics.temporal_difference(jnp.asarray(video))
+    jitted = jax.jit(metrics.temporal_difference)(jnp.asarray(video))
+    for got in (eager, jitted):
+        assert isinstance(got, jax.Array) and got.dtype == jnp.float32
+        assert float(got) == pytest.approx(want)
+    assert float(jax.jit(metrics.temporal_difference)(jnp.zeros((1, 2, 3), int))) == 0.0
+    rng = np.random.default_rng(6)
+    maps = rng.integers(0, 3, (5, 7, 4))
+    assert float(jax.jit(metrics.temporal_difference)(jnp.asarray(maps))) == pytest.approx(
+        metrics.temporal_difference(maps), rel=1e-6)
+    with pytest.raises(ValueError, match="T, H, W"):
+        metrics.temporal_difference(jnp.zeros((3, 4)))

@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from cwfcn import model
+from cwfcn.data import datasets
 
 C = 5  # classes of the session net (conftest)
 
@@ -197,7 +198,7 @@ def test_preprocess_flips_to_bgr_and_subtracts_mean():
     assert out.dtype == jnp.float32 and out.shape == (1, 1, 2, 3)
     # BGR = (30, 20, 10) and (7, 0, 255), minus (1, 2, 3); no uint8 wrap-around.
     np.testing.assert_allclose(out[0, 0], [[29.0, 18.0, 7.0], [6.0, -2.0, 252.0]])
-    voc = model.preprocess(np.zeros((2, 3)), model.MEAN_BGR["voc"])
+    voc = model.preprocess(np.zeros((2, 3)), datasets.get("voc").mean_bgr)
     np.testing.assert_allclose(voc[0], [-104.00698793, -116.66876762, -122.67891434], rtol=1e-6)
 
 
@@ -456,3 +457,11 @@ def test_score_layers_are_the_nets_own(net):
     _close(layers["score"], net(x), rel=1e-5)
     up = np.asarray(model.deconv(layers["score_fr"], net.upscore2[...], 2))
     _close(up, net.stage3(pool4), rel=1e-5)
+
+
+def test_truncated_tables_come_from_the_schedule_registry():
+    from cwfcn import schedules
+
+    assert model.TRUNCATED_STAGES == schedules.BASELINES == {"pool3": 1, "pool4": 2}
+    assert model.TRUNCATED_NAMES == {1: "pool3", 2: "pool4"}
+    assert model.ARCHS == ("fcn8s", "pool3", "pool4")

@@ -449,9 +449,9 @@ def test_cli_in_process(tmp_path, raw_dump, capsys):
 
 
 def _sched(spec):
-    from cwfcn import evaluation
+    from cwfcn import clockwork
 
-    return evaluation.as_schedule(spec)
+    return clockwork.parse_schedule(spec)
 
 
 def test_schedules_run_the_entire_clips(tmp_path):

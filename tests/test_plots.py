@@ -10,13 +10,17 @@ from PIL import Image
 from cwfcn import plots
 
 SWEEP = [  # out of theta order on purpose: the line is sorted by firing rate
-    {"schedule": "adaptive:0.1", "mean_iu": 0.60, "fired": [1.0, 1.0, 0.8]},
-    {"schedule": "adaptive:0.5", "mean_iu": 0.50, "fired": [1.0, 1.0, 0.2]},
-    {"schedule": "adaptive:0.25", "mean_iu": 0.55, "fired": [1.0, 1.0, 0.4]},
+    {"schedule": "adaptive:0.1", "params": {"theta": 0.1}, "mean_iu": 0.60,
+     "fired": [1.0, 1.0, 0.8]},
+    {"schedule": "adaptive:0.5", "params": {"theta": 0.5}, "mean_iu": 0.50,
+     "fired": [1.0, 1.0, 0.2]},
+    {"schedule": "adaptive:0.25", "params": {"theta": 0.25}, "mean_iu": 0.55,
+     "fired": [1.0, 1.0, 0.4]},
 ]
 FIXED = [
-    {"schedule": "oracle", "mean_iu": 0.62, "fired": [1.0, 1.0, 1.0]},
-    {"schedule": "alternating", "mean_iu": 0.57, "fired": [1.0, 1.0, 0.5]},
+    {"schedule": "oracle", "params": {"theta": None}, "mean_iu": 0.62, "fired": [1.0, 1.0, 1.0]},
+    {"schedule": "alternating", "params": {"theta": None}, "mean_iu": 0.57,
+     "fired": [1.0, 1.0, 0.5]},
 ]
 
 
@@ -27,6 +31,12 @@ def _check_png(path) -> None:
         assert im.size[0] > 100 and im.size[1] > 100
         pixels = np.asarray(im.convert("L"))
     assert pixels.min() < 100 < pixels.max(), "blank image"
+
+
+def test_sweep_theta_reads_the_rows_params_not_its_name():
+    assert plots.sweep_theta({"schedule": "my clock", "params": {"theta": 0.3}}) == 0.3
+    with pytest.raises(ValueError, match="not an adaptive"):
+        plots.sweep_theta({"schedule": "adaptive:0.3", "params": {"theta": None}})
 
 
 def test_tradeoff_points():
@@ -64,6 +74,7 @@ def test_plot_tradeoff_writes_png(tmp_path):
         ([], [], "nothing to plot"),
         ([FIXED[0]], [], "not an adaptive"),
         ([{"schedule": "adaptive:0.2", "mean_iu": 0.5}], [], "lacks"),
+        ([{"schedule": "adaptive:0.2", "params": {"theta": 0.2}, "mean_iu": 0.5}], [], "lacks"),
         ([], [{"schedule": "oracle", "mean_iu": 0.5, "fired": []}], "no per-stage"),
     ],
 )

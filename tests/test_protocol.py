@@ -5,12 +5,12 @@ import random
 import numpy as np
 import pytest
 
-from cwfcn import clockwork, evaluation
+from cwfcn import clockwork
 from cwfcn.data import protocol
 
 
 def test_kinds_decide_the_clips():
-    kinds = {name: protocol.kind(evaluation.as_schedule(name)) for name in (
+    kinds = {name: protocol.kind(clockwork.parse_schedule(name)) for name in (
         "oracle", "skip", "exponential", "alternating", "periods:1,1,1", "adaptive:0.2",
         "adaptive-pixel:0.1", "pipeline2", "pipeline3", "pool4", "pool3")}
     assert kinds == {"oracle": "frame", "skip": "fixed", "exponential": "fixed",

@@ -38,7 +38,7 @@ from cwfcn import (
     train_lib,
 )
 from cwfcn import weights as weights_lib
-from cwfcn.data import files, sources, voc
+from cwfcn.data import datasets, files, sources, voc
 
 ROOT = Path(__file__).resolve().parents[1]
 C = 5  # the tiny config's classes
@@ -100,7 +100,7 @@ def _bad_labels_source():
     labels = np.full((1, 8, 8), 7, np.uint8)  # class 7 of a 5-class set
     videos = sources.whole_videos(lambda: iter([(np.zeros((1, 8, 8, 3), np.uint8), labels)]),
                                   slice(None))
-    return sources.Source("bad", C, "voc", videos)
+    return sources.Source("bad", C, datasets.get("voc").mean_bgr, videos)
 
 
 def _config(**values):
@@ -412,7 +412,7 @@ def test_evaluation_is_deterministic(net):
     source = sources.open_source("synthetic", config=tiny.get_config())
     timing = {"ms_per_frame", "wall_s"}
     rows = [{k: v for k, v in evaluation.evaluate_schedule(
-        net, source, "adaptive:0.2", mean_bgr=model.MEAN_BGR["voc"]).items() if k not in timing}
+        net, source, "adaptive:0.2", mean_bgr=source.mean_bgr).items() if k not in timing}
         for _ in range(2)]
     assert rows[0] == rows[1] and rows[0]["frames"] == 12
 

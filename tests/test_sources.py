@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from cwfcn.data import samples, sources
+from cwfcn.data import datasets, samples, sources
 
 
 def test_synthetic_source_is_reiterable_and_shaped_by_the_config():
     config = tiny.get_config()
     source = sources.open_source("synthetic", config=config)
     first, second = list(source), list(source)
-    assert source.num_classes == config.model.num_classes and source.mean == "voc"
+    assert source.num_classes == config.model.num_classes
+    assert source.mean_bgr == datasets.get("voc").mean_bgr
     assert len(first) == config.data.num_videos
     for (f1, l1), (f2, l2) in zip(first, second, strict=True):
         np.testing.assert_array_equal(f1, f2)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from configs import tiny
 from cwfcn import model, train_lib
+from cwfcn.data import datasets, synthetic, training
 
 UPSAMPLERS = ("upscore2", "upscore_pool4")
 
@@ -111,10 +112,10 @@ def test_metrics_log_appends_and_resumes_with_validation(tmp_path):
 
     # The logged validation is the full net's pixel accuracy on held-out scenes, computed
     # here independently with numpy.
-    mean = model.MEAN_BGR[config.data.mean]
+    mean = datasets.mean_bgr_of(config)
     correct = total = 0
     for i in range(config.data.num_val):
-        images, labels = train_lib.synthetic_batch(config, train_lib.VAL_STEP_OFFSET + i)
+        images, labels = synthetic.synthetic_batch(config, synthetic.VAL_STEP_OFFSET + i)
         preds = np.argmax(np.asarray(net(model.preprocess(images, mean))), -1)
         valid = labels < config.model.num_classes
         correct += int(np.sum((preds == labels) & valid))
@@ -125,8 +126,8 @@ def test_metrics_log_appends_and_resumes_with_validation(tmp_path):
 
 def test_validation_scenes_are_held_out():
     config = tiny.get_config()
-    train_images = [train_lib.synthetic_batch(config, s)[0] for s in range(4)]
-    val_images = [x for x, _ in train_lib.val_examples(config)]
+    train_images = [synthetic.synthetic_batch(config, s)[0] for s in range(4)]
+    val_images = [x for x, _ in training.val_examples(config)]
     assert len(val_images) == config.data.num_val
     assert not any(np.array_equal(v, t) for v in val_images for t in train_images)
 
@@ -150,8 +151,8 @@ def test_no_workdir_writes_no_log(tmp_path, monkeypatch):
 ])
 def test_configs_load(name, classes, mean, data):
     config = importlib.import_module(f"configs.{name}").get_config()
-    assert config.model.num_classes == classes
-    assert config.data.mean == mean and mean in model.MEAN_BGR
+    assert datasets.net_classes(config) == classes
+    assert datasets.mean_bgr_of(config) == datasets.get(mean).mean_bgr
     assert config.data.name == data
     assert config.train.batch_size == 1
     assert config.optim.train_upsampling is False
@@ -192,7 +193,7 @@ def test_sbd_batches_visit_each_image_once_per_epoch_with_flips(tmp_path):
     config.data.name = "sbd"
     config.data.root = str(root)
     config.data.split = "train"
-    batches = train_lib.make_batches(config)
+    batches = training.make_batches(config)
     flips = []
     for epoch in range(4):
         seen = []
@@ -213,7 +214,7 @@ def test_sbd_batches_visit_each_image_once_per_epoch_with_flips(tmp_path):
                         flips.append(flipped)
         assert sorted(seen) == sorted(written)
     assert any(flips) and not all(flips)
-    again = train_lib.make_batches(config)  # a pure function of (seed, step)
+    again = training.make_batches(config)  # a pure function of (seed, step)
     for step in (0, 5, 11):
         for a, b in zip(batches(step), again(step), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -228,11 +229,11 @@ def test_sbd_needs_batch_size_one(tmp_path):
     config.data.split = "train"
     config.train.batch_size = 2
     with pytest.raises(ValueError, match="batch_size = 1"):
-        train_lib.make_batches(config)
+        training.make_batches(config)
 
 
 def test_unknown_data_name_is_refused():
     config = tiny.get_config()
     config.data.name = "youtube"
     with pytest.raises(ValueError, match=r"config\.data\.name must be one of"):
-        train_lib.make_batches(config)
+        training.make_batches(config)

@@ -23,10 +23,12 @@ import pytest
 from flax import nnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cwfcn import caffe_schema, model, weights
+from cwfcn import model, weights
+from cwfcn.data import datasets
+from cwfcn.weights import caffe_schema
 
 C = 5  # classes of the narrow test nets
-MEAN = np.asarray(model.MEAN_BGR["voc"])
+MEAN = np.asarray(datasets.get("voc").mean_bgr)
 # The convs after which VGG16 pools (2x2/2).
 POOLED = ("conv1_2", "conv2_2", "conv3_3", "conv4_3")
 

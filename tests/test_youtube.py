@@ -192,9 +192,9 @@ def _numbers(clip) -> list[int]:
 
 
 def _sched(spec):
-    from cwfcn import evaluation
+    from cwfcn import clockwork
 
-    return evaluation.as_schedule(spec)
+    return clockwork.parse_schedule(spec)
 
 
 @pytest.fixture
@@ -284,11 +284,11 @@ def _one_class_net(voc_class: int):
 def test_scores_eleven_classes_with_predictions_mapped(shot_root, voc_class, yt_class):
     """A net that says 'person' everywhere scores as all background over 11 classes (IU of
     background = its share, cat 0: two classes), not as a 21-class person with IU 0."""
-    from cwfcn import evaluation, model
+    from cwfcn import evaluation
 
     net = _one_class_net(voc_class)
     clips = youtube.clips(shot_root, _sched("oracle"), max_dim=W)
-    row = evaluation.evaluate_schedule(net, clips, "oracle", mean_bgr=model.MEAN_BGR["voc"],
+    row = evaluation.evaluate_schedule(net, clips, "oracle", mean_bgr=youtube.DATASET.mean_bgr,
                                        pred_lut=youtube.VOC_TO_YOUTUBE)
     truth = np.stack([np.where(mask(f % 7 + 2) > 0, 5, 0) for f in (21, 31, 41)])
     cat = float((truth == 5).mean())
@@ -301,11 +301,11 @@ def test_scores_eleven_classes_with_predictions_mapped(shot_root, voc_class, yt_
 
 
 def test_fraction_fired_counts_the_scored_frames_not_the_warm_up(shot_root):
-    from cwfcn import evaluation, model
+    from cwfcn import evaluation
 
     net = _one_class_net(8)
     clips = youtube.clips(shot_root, _sched("adaptive:1"), max_dim=W)  # never fires after t=0
-    row = evaluation.evaluate_schedule(net, clips, "adaptive:1", mean_bgr=model.MEAN_BGR["voc"],
+    row = evaluation.evaluate_schedule(net, clips, "adaptive:1", mean_bgr=youtube.DATASET.mean_bgr,
                                        pred_lut=youtube.VOC_TO_YOUTUBE)
     assert row["fired"][-1] == pytest.approx(1 / 4)  # the warm-up's full run, of 4 frames run
     assert row["fired_ref"] == [1.0, 1.0, 0.0]  # the reference: 0 updates of 3 frames

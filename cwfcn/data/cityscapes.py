@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cwfcn.data import protocol
+from cwfcn.data import datasets, protocol, training
 from cwfcn.data.files import IGNORE_LABEL, MissingFileError, check_same_size, read_rgb, require
 
 # Evaluation classes in trainId order (the network's output order).
@@ -131,7 +131,7 @@ def labelled_frame_ids(root: str | os.PathLike[str], split: str = "val") -> list
     """Ids ``<city>_<seq>_<frame>`` of the split's gtFine labelIds files, sorted.
 
     Raises:
-        MissingFileError: ``<root>/gtFine/<split>`` is missing or holds no labelIds file.
+      MissingFileError: ``<root>/gtFine/<split>`` is missing or holds no labelIds file.
     """
     directory = _split_dir(root, "gtFine", split)
     ids = sorted(
@@ -160,8 +160,8 @@ def read_label(root: str | os.PathLike[str], split: str, frame_id: str) -> np.nd
     """The fine labels of ``frame_id`` as trainIds: uint8 ``[H, W]``, 0..18 and 255.
 
     Raises:
-        MissingFileError: the labelIds PNG is missing.
-        ValueError: it is not a single-channel image (e.g. the ``_color.png`` rendering).
+      MissingFileError: the labelIds PNG is missing.
+      ValueError: it is not a single-channel image (e.g. the ``_color.png`` rendering).
     """
     path = require(label_path(root, split, frame_id), _FIX)
     with Image.open(path) as image:
@@ -183,17 +183,17 @@ def read_snippet(
     """The ``num_frames`` sequence frames ending at labelled frame ``frame_id``.
 
     Args:
-        root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
-        split: ``train`` or ``val``.
-        frame_id: ``<city>_<seq>_<frame>`` of a gtFine-labelled frame.
-        num_frames: T, 1..20: the labelled frame and the T-1 frames before it.
+      root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
+      split: ``train`` or ``val``.
+      frame_id: ``<city>_<seq>_<frame>`` of a gtFine-labelled frame.
+      num_frames: T, 1..20: the labelled frame and the T-1 frames before it.
 
     Returns:
-        ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; ``labels[:-1]`` are all 255.
+      ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; ``labels[:-1]`` are all 255.
 
     Raises:
-        MissingFileError: a sequence frame or the label is missing.
-        ValueError: a frame's size differs from the label's, or a bad ``num_frames``.
+      MissingFileError: a sequence frame or the label is missing.
+      ValueError: a frame's size differs from the label's, or a bad ``num_frames``.
     """
     _check_num_frames(num_frames)
     city, seq, last = parse_frame_id(frame_id)
@@ -207,6 +207,14 @@ def read_snippet(
     labels = np.full((num_frames, *label.shape), IGNORE_LABEL, np.uint8)
     labels[-1] = label
     return np.stack(frames), labels
+
+
+def read_example(
+    root: str | os.PathLike[str], split: str, frame_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled frame alone: uint8 ``[H, W, 3]`` RGB and its trainIds uint8 ``[H, W]``."""
+    frames, labels = read_snippet(root, split, frame_id, num_frames=1)
+    return frames[0], labels[0]
 
 
 def _check_num_frames(num_frames: int) -> None:
@@ -230,15 +238,15 @@ def videos(
     """Yield `read_snippet` videos for the labelled frames of a split.
 
     Args:
-        root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
-        split: ``train`` or ``val`` (test has no public labels).
-        num_frames: frames per video T, 1..20.
-        ids: labelled frame ids to read, in this order; all of the split's if None.
+      root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
+      split: ``train`` or ``val`` (test has no public labels).
+      num_frames: frames per video T, 1..20.
+      ids: labelled frame ids to read, in this order; all of the split's if None.
 
     Returns:
-        An iterator of ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with labels on
-        the last frame only; the split is listed now (a missing directory raises here), the
-        frames are read lazily.
+      An iterator of ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with labels on
+      the last frame only; the split is listed now (a missing directory raises here), the
+      frames are read lazily.
     """
     _check_num_frames(num_frames)
     _split_dir(root, "leftImg8bit_sequence", split)
@@ -267,15 +275,15 @@ def clips(
         (``num_frames += 1`` for it, no ``num_update_frames``).
 
     Args:
-        root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
-        schedule: a `clockwork.Schedule`, or the evaluator's baseline.
-        phase: the fixed schedules' phase policy ("coin", the reference's, by default).
-        split: ``val`` (the paper's) or ``train``.
-        ids: labelled frame ids, in this order; all of the split's if None.
+      root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
+      schedule: a `clockwork.Schedule`, or the evaluator's baseline.
+      phase: the fixed schedules' phase policy ("coin", the reference's, by default).
+      split: ``val`` (the paper's) or ``train``.
+      ids: labelled frame ids, in this order; all of the split's if None.
 
     Returns:
-        An iterator of `protocol.Clip`s, read lazily (the split is listed, the phases drawn,
-        now).
+      An iterator of `protocol.Clip`s, read lazily (the split is listed, the phases drawn,
+      now).
     """
     kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
     if kind == "fixed" and phase == "clip":
@@ -305,3 +313,20 @@ def _clips(root, split: str, kind: str, per_frame, ids: list[str]) -> Iterator[p
             for k in per_frame[i]:
                 frames, labels = read_snippet(root, split, frame_id, k + 1)
                 yield protocol.Clip(frames, labels, (k,), (k,), 1, f"{frame_id}@{k}")
+
+
+# The gtFine-labelled frames by split (2975 train, 500 val).
+IMAGES = datasets.Images(labelled_frame_ids, read_example, "val")
+
+# `--data cityscapes`: the val split's snippets (`clips`), the directory checked when it opens.
+VIDEOS = datasets.Videos(
+    datasets.listed_clips(
+        lambda root: labelled_frame_ids(root, "val"),
+        lambda root, schedule, phase, ids: clips(root, schedule, phase, "val", ids)),
+    "val, 20-frame snippets, seeded coin phases (cityscapes-clockwork-exp)", "cityscapes",
+    phase="coin", phases=protocol.PHASES)
+
+DATASET = datasets.DataSet(
+    "cityscapes", CLASSES, mean_bgr=(72.78044, 83.21195, 73.45286),
+    frame_size="whole 1024 x 2048 frames", videos={"cityscapes": VIDEOS},
+    training={"cityscapes": training.image_training(IMAGES, IMAGES)})

@@ -118,21 +118,21 @@ def download(
     If ``dest`` already exists it is checked instead and returned without downloading.
 
     Args:
-        url: http://, https:// or file:// URL.
-        dest: the file to create; its parent directories are created.
-        sha256: expected hex digest (case-insensitive), or None to skip the check (a warning
-            then gives the digest, so it can be pinned).
-        resume: continue an existing ``<dest>.part`` instead of starting again.
-        progress: show a tqdm progress bar on stderr.
+      url: http://, https:// or file:// URL.
+      dest: the file to create; its parent directories are created.
+      sha256: expected hex digest (case-insensitive), or None to skip the check (a warning
+        then gives the digest, so it can be pinned).
+      resume: continue an existing ``<dest>.part`` instead of starting again.
+      progress: show a tqdm progress bar on stderr.
 
     Returns:
-        ``dest`` as a Path.
+      ``dest`` as a Path.
 
     Raises:
-        ValueError: the sha256 of the download (the part file is deleted) or of an existing
-            ``dest`` (left in place) differs from ``sha256``, or the URL scheme is unsupported.
-        FileNotFoundError: a file:// URL names a missing file.
-        urllib.error.URLError: the server could not be reached or answered an error.
+      ValueError: the sha256 of the download (the part file is deleted) or of an existing
+        ``dest`` (left in place) differs from ``sha256``, or the URL scheme is unsupported.
+      FileNotFoundError: a file:// URL names a missing file.
+      urllib.error.URLError: the server could not be reached or answered an error.
     """
     dest = Path(dest)
     scheme = urllib.parse.urlparse(url).scheme
@@ -231,16 +231,16 @@ def extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pa
     means a finished extraction: it is returned as is.
 
     Args:
-        archive: a .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .zip file.
-        dest: the directory to create.
+      archive: a .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .zip file.
+      dest: the directory to create.
 
     Returns:
-        ``dest`` as a Path.
+      ``dest`` as a Path.
 
     Raises:
-        FileNotFoundError: ``archive`` does not exist.
-        ValueError: unknown archive type, or a member that would land outside ``dest``
-            (absolute path, ``..``, a link pointing out, a device file); nothing is left behind.
+      FileNotFoundError: ``archive`` does not exist.
+      ValueError: unknown archive type, or a member that would land outside ``dest``
+        (absolute path, ``..``, a link pointing out, a device file); nothing is left behind.
     """
     archive = Path(archive)
     dest = Path(dest)
@@ -277,15 +277,15 @@ def find_root(base: str | os.PathLike[str], marker: str, max_depth: int = 3) -> 
     ``TrainVal/VOCdevkit/VOC2011``); this finds the folder a reader wants.
 
     Args:
-        base: directory to search.
-        marker: relative path (file or directory) that the wanted directory contains.
-        max_depth: how many levels below ``base`` to look.
+      base: directory to search.
+      marker: relative path (file or directory) that the wanted directory contains.
+      max_depth: how many levels below ``base`` to look.
 
     Returns:
-        The directory ``d`` with ``d / marker`` existing, shallowest first, then by name.
+      The directory ``d`` with ``d / marker`` existing, shallowest first, then by name.
 
     Raises:
-        FileNotFoundError: no such directory within ``max_depth`` levels.
+      FileNotFoundError: no such directory within ``max_depth`` levels.
     """
     base = Path(base)
     level = [base]
@@ -298,3 +298,24 @@ def find_root(base: str | os.PathLike[str], marker: str, max_depth: int = 3) -> 
         f"no directory under {base} (up to {max_depth} levels) contains {marker}; the archive "
         "did not unpack as expected: check that it is the right file"
     )
+
+
+def fetch_archive(
+    data_dir: str | os.PathLike[str], archive: str, unpacked: str, marker: str, *, url: str,
+    sha256: str | None, progress: bool = True,
+) -> Path:
+    """A data set's archive downloaded (`download`), unpacked (`extract`) and its root found.
+
+    Args:
+      data_dir: the directory to download and unpack into.
+      archive: the archive's file name under ``data_dir``.
+      unpacked: the directory under ``data_dir`` it unpacks into.
+      marker: what the wanted root contains (`find_root`).
+      url, sha256, progress: as `download`.
+
+    Returns:
+      The directory under ``<data_dir>/<unpacked>`` holding ``marker``.
+    """
+    data_dir = Path(data_dir)
+    path = download(url, data_dir / archive, sha256=sha256, progress=progress)
+    return find_root(extract(path, data_dir / unpacked), marker)

@@ -33,11 +33,11 @@ def read_rgb(path: str | os.PathLike[str], fix: str) -> np.ndarray:
     """Decode an image file as RGB.
 
     Args:
-        path: any format Pillow reads (JPEG, PNG, PPM, ...); grey or CMYK images are converted.
-        fix: what to do if the file is missing, for the error message.
+      path: any format Pillow reads (JPEG, PNG, PPM, ...); grey or CMYK images are converted.
+      fix: what to do if the file is missing, for the error message.
 
     Returns:
-        uint8 ``[H, W, 3]`` RGB array.
+      uint8 ``[H, W, 3]`` RGB array.
     """
     with Image.open(require(path, fix)) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)

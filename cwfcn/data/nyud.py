@@ -54,8 +54,8 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from cwfcn.data import datasets, protocol, training
 from cwfcn.data import download as dl
-from cwfcn.data import protocol
 from cwfcn.data.files import (
     IGNORE_LABEL,
     MissingFileError,
@@ -65,7 +65,16 @@ from cwfcn.data.files import (
     require,
 )
 
-NUM_CLASSES = 40
+# The 40 classes of Gupta et al. (CVPR 2013), in label order: the .mat values 1..40.
+CLASSES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window",
+    "bookshelf", "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser",
+    "pillow", "mirror", "floor mat", "clothes", "ceiling", "books", "refridgerator",
+    "television", "paper", "towel", "shower curtain", "box", "whiteboard", "person",
+    "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure",
+    "otherfurniture", "otherprop",
+)
+NUM_CLASSES = len(CLASSES)
 
 NYUD_URL = "http://dl.caffe.berkeleyvision.org/nyud.tar.gz"
 NYUD_SHA256: str | None = None  # not published: download() warns and prints the digest
@@ -118,7 +127,7 @@ def label_path(root: str | os.PathLike[str], image_id: str) -> Path:
     """The first of ``segmentation/img_<id>.mat``, ``data/segmentation/img_<id>.mat`` existing.
 
     Raises:
-        MissingFileError: neither exists; the message names both.
+      MissingFileError: neither exists; the message names both.
     """
     base = _root(root)
     name = f"img_{image_id}.mat"
@@ -141,8 +150,8 @@ def read_label(root: str | os.PathLike[str], image_id: str) -> np.ndarray:
     """Labels of ``img_<id>``: uint8 ``[H, W]``, classes 0..39, void 255.
 
     Raises:
-        MissingFileError: the .mat file is missing.
-        ValueError: it has no 2-D ``segmentation`` field, or values outside 0..40.
+      MissingFileError: the .mat file is missing.
+      ValueError: it has no 2-D ``segmentation`` field, or values outside 0..40.
     """
     path = label_path(root, image_id)
     segmentation = scipy.io.loadmat(path).get("segmentation")
@@ -163,8 +172,8 @@ def read_example(root: str | os.PathLike[str], image_id: str) -> tuple[np.ndarra
     """The labelled photo and its labels: uint8 ``[H, W, 3]`` and uint8 ``[H, W]``.
 
     Raises:
-        MissingFileError: the photo or label file is missing.
-        ValueError: the label's size differs from the photo's, or its values are invalid.
+      MissingFileError: the photo or label file is missing.
+      ValueError: the label's size differs from the photo's, or its values are invalid.
     """
     image = read_image(root, image_id)
     label = read_label(root, image_id)
@@ -173,22 +182,18 @@ def read_example(root: str | os.PathLike[str], image_id: str) -> tuple[np.ndarra
     return image, label
 
 
-def examples(
-    root: str | os.PathLike[str], split: str = "test"
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(image uint8 [H, W, 3], label uint8 [H, W])`` for each id of a split.
-
-    The split file is read now (so a missing one raises here); images are read lazily.
-    """
-    ids = split_ids(root, split)
-    return (read_example(root, image_id) for image_id in ids)
+# The labelled photos by split: what the NYUD config trains and validates on.
+IMAGES = datasets.Images(split_ids, lambda root, split, image_id: read_example(root, image_id),
+                         "test")
+# `(image uint8 [H, W, 3], label uint8 [H, W])` of each id of a split (test by default).
+examples = IMAGES.examples
 
 
 def clip_frame_paths(root: str | os.PathLike[str], image_id: str) -> list[Path]:
     """``clips/<id>/frame_<k>.png`` sorted by ``k``; the last is the labelled frame.
 
     Raises:
-        MissingFileError: the clip directory is missing or holds no ``frame_<k>.png``.
+      MissingFileError: the clip directory is missing or holds no ``frame_<k>.png``.
     """
     directory = require(_root(root) / "clips" / image_id, _CLIP_FIX)
     numbered = [
@@ -214,7 +219,7 @@ def frame_index(path: str | os.PathLike[str]) -> int:
     """The raw frame index ``k`` of a clip frame ``frame_<k>.png``.
 
     Raises:
-        ValueError: the name is not ``frame_<k>.png``.
+      ValueError: the name is not ``frame_<k>.png``.
     """
     match = _FRAME_RE.fullmatch(Path(path).name)
     if match is None:
@@ -231,9 +236,9 @@ def subsample(paths: list[Path], stride: int, num_frames: int | None) -> list[Pa
     `prepare_clips` (``k`` spaced by its ``skip``) a ``stride`` of ``skip`` keeps them all.
 
     Args:
-        paths: ``frame_<k>.png`` paths sorted by ``k``, the labelled frame last.
-        stride: raw frames between kept frames.
-        num_frames: keep at most this many (the latest), or all with None.
+      paths: ``frame_<k>.png`` paths sorted by ``k``, the labelled frame last.
+      stride: raw frames between kept frames.
+      num_frames: keep at most this many (the latest), or all with None.
     """
     _check_clip_args(stride, num_frames)
     if not paths:
@@ -249,18 +254,18 @@ def read_clip(
     """The clip of labelled frame ``image_id``, labels on its last frame only.
 
     Args:
-        root: the NYUD directory.
-        image_id: a labelled frame id with a ``clips/<id>/`` directory.
-        stride: keep the frames whose raw index is a multiple of ``stride`` back from the
-            labelled frame's (see `subsample`).
-        num_frames: keep at most this many frames (the latest), or all with None.
+      root: the NYUD directory.
+      image_id: a labelled frame id with a ``clips/<id>/`` directory.
+      stride: keep the frames whose raw index is a multiple of ``stride`` back from the
+        labelled frame's (see `subsample`).
+      num_frames: keep at most this many frames (the latest), or all with None.
 
     Returns:
-        ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with ``labels[:-1]`` all 255.
+      ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with ``labels[:-1]`` all 255.
 
     Raises:
-        MissingFileError: the clip or the label file is missing.
-        ValueError: a frame's size differs from the label's, or a bad stride / num_frames.
+      MissingFileError: the clip or the label file is missing.
+      ValueError: a frame's size differs from the label's, or a bad stride / num_frames.
     """
     paths = subsample(clip_frame_paths(root, image_id), stride, num_frames)
     label = read_label(root, image_id)
@@ -306,14 +311,14 @@ def clips(
     policy (`protocol.PHASES`) runs the last k + 1 frames of the clip for each phase k.
 
     Args:
-        root: the NYUD directory with ``clips/`` (see `prepare_clips`).
-        schedule: a `clockwork.Schedule`, or the evaluator's baseline (`protocol.kind`).
-        phase: the fixed schedules' phase policy.
-        split: the split whose labelled frames are scored.
-        stride: the subsampling (10 in the paper).
+      root: the NYUD directory with ``clips/`` (see `prepare_clips`).
+      schedule: a `clockwork.Schedule`, or the evaluator's baseline (`protocol.kind`).
+      phase: the fixed schedules' phase policy.
+      split: the split whose labelled frames are scored.
+      stride: the subsampling (10 in the paper).
 
     Returns:
-        An iterator of `protocol.Clip`s, read lazily (the split is listed now).
+      An iterator of `protocol.Clip`s, read lazily (the split is listed now).
     """
     kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
     ids = split_ids(root, split)
@@ -342,6 +347,20 @@ def _clips(root, kind: str, per_frame, ids: list[str], stride: int) -> Iterator[
                                           labels[-1], k, key=image_id)
 
 
+# `--data nyud`: the test split's clips (`clips`), the directory checked when it opens.
+VIDEOS = datasets.Videos(
+    datasets.listed_clips(lambda root: split_ids(root, "test"),
+                          lambda root, schedule, phase, ids: clips(root, schedule, phase)),
+    "whole clips, every 10th raw frame, the labelled one scored (the paper, section 5; "
+    "datasets/nyud_seg.py)", "nyud", phase="clip", phases=protocol.PHASES)
+
+DATASET = datasets.DataSet(
+    "nyud", CLASSES, mean_bgr=(116.190, 97.203, 92.318), videos={"nyud": VIDEOS},
+    training={"nyud": training.image_training(IMAGES, IMAGES)},
+    frame_size="the labelled 425 x 560 crop of the 480 x 640 Kinect frames (`CROP_ROWS`, "
+               "`CROP_COLS`), clip frames cropped alike")
+
+
 # Making clips from the NYUDv2 raw dumps, after datasets/nyud_seg.py of the authors'
 # shelhamer/clockwork-fcn.
 
@@ -353,7 +372,7 @@ def raw_timestamp(name: str) -> float:
     get_timestamp_from_filename.m). Frames are ordered by it.
 
     Raises:
-        ValueError: the name holds no ``-<number>-``.
+      ValueError: the name holds no ``-<number>-``.
     """
     match = _TIMESTAMP_RE.search(name)
     if match is None:
@@ -376,11 +395,11 @@ def list_raw_frames(raw_dir: str | os.PathLike[str], vid: str) -> list[str]:
     the timestamp (not expected) are broken by name, so the order is always the same.
 
     Returns:
-        File names (with ``.ppm``); a frame's index in this list is its ``k``.
+      File names (with ``.ppm``); a frame's index in this list is its ``k``.
 
     Raises:
-        MissingFileError: ``raw_dir`` or the video directory is missing, or it holds no .ppm.
-        ValueError: a .ppm name holds no timestamp.
+      MissingFileError: ``raw_dir`` or the video directory is missing, or it holds no .ppm.
+      ValueError: a .ppm name holds no timestamp.
     """
     video = require(raw_dir, _RAW_FIX) / vid
     if not video.is_dir():
@@ -402,7 +421,7 @@ def raw_list_path(
     """``raw_list`` if given, else ``<root>/<split>_rawImages.txt``.
 
     Raises:
-        MissingFileError: the file is missing.
+      MissingFileError: the file is missing.
     """
     path = Path(root) / f"{split}_rawImages.txt" if raw_list is None else Path(raw_list)
     return require(path, _RAW_LIST_FIX)
@@ -422,13 +441,13 @@ def match_raw_frames(
     here, is the ids of test.txt zipped with test_rawImages.txt.)
 
     Returns:
-        ``(id, vid, raw file name)`` per id, in split order; the name gets ``.ppm`` if the
-        line has no extension.
+      ``(id, vid, raw file name)`` per id, in split order; the name gets ``.ppm`` if the
+      line has no extension.
 
     Raises:
-        MissingFileError: the split file or the raw list is missing.
-        ValueError: the two files have different line counts, or a raw line is not
-            ``<vid>/<name>``.
+      MissingFileError: the split file or the raw list is missing.
+      ValueError: the two files have different line counts, or a raw line is not
+        ``<vid>/<name>``.
     """
     ids_path = Path(root) / f"{split}.txt"
     ids = read_ids(ids_path, f"is the split name right? {_FIX}")
@@ -459,12 +478,12 @@ def preceding_frames(frames: Sequence[str], labelled: str, skip: int = 10) -> li
     length, so the last index is the labelled frame's and the first is below ``skip``.
 
     Args:
-        frames: a video's frame names in timestamp order (`list_raw_frames`).
-        labelled: the labelled frame's name, one of ``frames``.
-        skip: raw frames between kept ones (10 in the paper).
+      frames: a video's frame names in timestamp order (`list_raw_frames`).
+      labelled: the labelled frame's name, one of ``frames``.
+      skip: raw frames between kept ones (10 in the paper).
 
     Raises:
-        ValueError: ``labelled`` is not in ``frames``, or ``skip`` is not a positive int.
+      ValueError: ``labelled`` is not in ``frames``, or ``skip`` is not a positive int.
     """
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 1:
         raise ValueError(f"skip must be a positive int, got {skip!r}; the paper's is 10")
@@ -481,11 +500,11 @@ def crop_frame(frame: np.ndarray, source: str | os.PathLike[str] | None = None) 
     The reference's crop_frame: ``frame[44:469, 40:600]``.
 
     Args:
-        frame: ``[H, W, ...]`` with ``H >= 469`` and ``W >= 600``.
-        source: where the frame came from, for the error message.
+      frame: ``[H, W, ...]`` with ``H >= 469`` and ``W >= 600``.
+      source: where the frame came from, for the error message.
 
     Raises:
-        ValueError: the frame is too small for the crop.
+      ValueError: the frame is too small for the crop.
     """
     frame = np.asarray(frame)
     (top, bottom), (left, right) = CROP_ROWS, CROP_COLS
@@ -511,8 +530,8 @@ def _is_complete(clip: Path, indices: list[int]) -> bool:
     """Whether directory ``clip`` holds ``frame_<k>.png`` for every ``k`` in ``indices``.
 
     Raises:
-        ValueError: ``clip`` exists but lacks some of them (not a clip this function wrote,
-            since those are renamed into place complete).
+      ValueError: ``clip`` exists but lacks some of them (not a clip this function wrote,
+        since those are renamed into place complete).
     """
     if not clip.exists():
         return False
@@ -572,20 +591,20 @@ def prepare_clips(
     nothing.
 
     Args:
-        raw_dir: the NYUDv2 raw dumps, one ``<vid>/`` directory per scene.
-        root: the NYUD directory holding ``<split>.txt`` (and ``<split>_rawImages.txt``).
-        split: the split whose ids get clips (the paper scores ``test``).
-        skip: raw frames between clip frames (the paper's 10).
-        raw_list: the raw frame list, if not ``<root>/<split>_rawImages.txt``.
-        progress: show a tqdm progress bar on stderr.
+      raw_dir: the NYUDv2 raw dumps, one ``<vid>/`` directory per scene.
+      root: the NYUD directory holding ``<split>.txt`` (and ``<split>_rawImages.txt``).
+      split: the split whose ids get clips (the paper scores ``test``).
+      skip: raw frames between clip frames (the paper's 10).
+      raw_list: the raw frame list, if not ``<root>/<split>_rawImages.txt``.
+      progress: show a tqdm progress bar on stderr.
 
     Returns:
-        `PreparedClips`: the ids written now and those already complete.
+      `PreparedClips`: the ids written now and those already complete.
 
     Raises:
-        MissingFileError: a list, ``raw_dir``, a video or a listed raw frame is missing.
-        ValueError: the lists' line counts differ, a raw frame is too small for the crop,
-            a bad ``skip``, or an existing ``clips/<id>`` lacks frames.
+      MissingFileError: a list, ``raw_dir``, a video or a listed raw frame is missing.
+      ValueError: the lists' line counts differ, a raw frame is too small for the crop,
+        a bad ``skip``, or an existing ``clips/<id>`` lacks frames.
     """
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 1:
         raise ValueError(f"skip must be a positive int, got {skip!r}; the paper's is 10")
@@ -621,13 +640,8 @@ def prepare_clips(
     return PreparedClips(written, existing)
 
 
-def download(
-    data_dir: str | os.PathLike[str],
-    *,
-    url: str = NYUD_URL,
-    sha256: str | None = NYUD_SHA256,
-    progress: bool = True,
-) -> Path:
+def download(data_dir: str | os.PathLike[str], *, url: str = NYUD_URL,
+             sha256: str | None = NYUD_SHA256, progress: bool = True) -> Path:
     """Download and unpack FCN's nyud.tar.gz under ``data_dir``.
 
     No checksum is published for this archive, so by default it is not verified (a warning
@@ -635,12 +649,10 @@ def download(
     ``data/nyud/{train,val,test}.txt`` into the returned root.
 
     Returns:
-        The directory holding ``data/images``, to pass as ``root``.
+      The directory holding ``data/images``, to pass as ``root``.
     """
-    data_dir = Path(data_dir)
-    archive = dl.download(url, data_dir / "nyud.tar.gz", sha256=sha256, progress=progress)
-    unpacked = dl.extract(archive, data_dir / "nyud")
-    return dl.find_root(unpacked, "data/images")
+    return dl.fetch_archive(data_dir, "nyud.tar.gz", "nyud", "data/images", url=url,
+                            sha256=sha256, progress=progress)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -701,11 +713,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cwfcn.data.nyud prepare-clips ...``; bad input exits 2 with one line."""
     args = _parser().parse_args(argv)
     try:
-        done = prepare_clips(args.raw, args.root, args.split, args.skip,
-                             raw_list=args.raw_list, progress=not args.no_progress)
+        prepared = prepare_clips(args.raw, args.root, args.split, args.skip,
+                                 raw_list=args.raw_list, progress=not args.no_progress)
     except (ValueError, OSError) as e:
         _fail(e)
-    print(f"nyud: {len(done.written)} clips written, {len(done.existing)} already there, "
+    print(f"nyud: {len(prepared.written)} clips written, {len(prepared.existing)} already there, "
           f"in {Path(args.root) / 'clips'}")
     return 0
 

@@ -123,16 +123,16 @@ def prefetch(source: Iterable[T], size: int = 2) -> Prefetcher[T]:
     """Iterate over ``source`` with up to ``size`` items produced ahead in a background thread.
 
     Args:
-        source: any iterable, e.g. a reader's video generator. It is consumed by one background
-            thread, so it must not be iterated elsewhere at the same time.
-        size: how many finished items may wait in the queue, a positive int.
+      source: any iterable, e.g. a reader's video generator. It is consumed by one background
+        thread, so it must not be iterated elsewhere at the same time.
+      size: how many finished items may wait in the queue, a positive int.
 
     Returns:
-        A `Prefetcher`: an iterator yielding ``source``'s items in order, with ``close()`` and
-        context-manager support for stopping early.
+      A `Prefetcher`: an iterator yielding ``source``'s items in order, with ``close()`` and
+      context-manager support for stopping early.
 
     Raises:
-        ValueError: ``size`` is not a positive int.
+      ValueError: ``size`` is not a positive int.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}; pass e.g. size=2")

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,13 +83,14 @@ def kind(schedule) -> str:
     """How a schedule's outputs depend on the past, which decides the clips it runs.
 
     Args:
-      schedule: a `clockwork.Schedule`, or anything with its `theta`, `pipelined` and
-        `cycle` (the evaluator's truncated baselines are stateless: None, False, 1).
+      schedule: a `clockwork.Schedule` (a truncated baseline, `keep` set, is stateless).
 
     Returns:
       "adaptive", "pipeline", "fixed" (a cycle > 1), or "frame" (every frame computed
-      afresh: oracle and the baselines).
+      afresh: oracle and the truncated baselines).
     """
+    if schedule.keep is not None:
+        return "frame"
     if schedule.theta is not None:
         return "adaptive"
     if schedule.pipelined:
@@ -104,7 +106,7 @@ def pipeline_backs(schedule) -> tuple[int, ...]:
     repeated d times: a fill step on the frame of the last full run leaves the state of that
     run. pipeline2 -> (1, 0); pipeline3 -> (2, 2, 1, 0).
     """
-    depth = sum(1 for lag in schedule.lags if lag)
+    depth = schedule.pipeline_depth
     return (depth,) * depth + tuple(range(depth - 1, -1, -1))
 
 
@@ -113,6 +115,17 @@ def whole(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int] | slice,
     """A clip of a whole video, its scored frames counted (translated PASCAL, the sample)."""
     idx = tuple(range(len(frames))[scored]) if isinstance(scored, slice) else tuple(scored)
     return Clip(frames, labels, idx, idx, len(idx), key)
+
+
+def whole_videos(videos: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+                 scored: slice) -> Callable[[Any, str], Iterator[Clip]]:
+    """A clip maker (`datasets.ClipMaker`) of whole videos, the same for every schedule, each
+    scoring `scored` of its frames; `videos()` gives (frames, labels) pairs."""
+    def make(schedule, phase):
+        del schedule, phase
+        return (whole(frames, labels, scored, key=str(i))
+                for i, (frames, labels) in enumerate(videos()))
+    return make
 
 
 def after_full_run(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int],

@@ -57,6 +57,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
+from cwfcn.data import datasets, protocol, translate, voc
 from cwfcn.data.files import IGNORE_LABEL
 from cwfcn.data.video import voc_palette
 from cwfcn.data.voc import VOC_CLASSES
@@ -142,13 +143,13 @@ def run_command(command: Sequence[str], cwd: Path) -> subprocess.CompletedProces
         return subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True, check=False,
                               timeout=3600)
 
-    done = run(command)
-    if done.returncode != 0 and command[0] == "apt-get" and os.geteuid() == 0:
+    finished = run(command)
+    if finished.returncode != 0 and command[0] == "apt-get" and os.geteuid() == 0:
         print("apt-get download failed; refreshing the package lists (apt-get update)",
               file=sys.stderr)
         if run(["apt-get", "update", "-qq"]).returncode == 0:
-            done = run(command)
-    return done
+            finished = run(command)
+    return finished
 
 
 def _fix_hint(sample: str, archive: Archive, root: Path) -> str:
@@ -175,14 +176,14 @@ def _download(sample: str, key: str, root: Path, work: Path, runner: Runner) -> 
         dest = Path(tempfile.mkdtemp(dir=work, prefix=f"download-{key}-"))
         how = f"`{shlex.join(archive.command)}` (run in {dest})"
         try:
-            done = runner(archive.command, dest)
+            finished = runner(archive.command, dest)
         except (OSError, subprocess.SubprocessError) as e:
             raise SampleFetchError(f"could not fetch sample {sample!r}: {how} could not run: {e}. "
                                    + _fix_hint(sample, archive, root)) from e
-        if done.returncode != 0:
+        if finished.returncode != 0:
             raise SampleFetchError(
                 f"could not fetch sample {sample!r}: {how} failed with exit status "
-                f"{done.returncode}: {_tail(done.stderr or done.stdout)}. "
+                f"{finished.returncode}: {_tail(finished.stderr or finished.stdout)}. "
                 + _fix_hint(sample, archive, root))
         found = sorted(p for p in dest.iterdir() if p.is_file())
         path = dest / archive.filename
@@ -466,6 +467,32 @@ def fetch(
                 (stage / MARKER).write_text(_marker_text(name))
                 _install(stage, root / name)
     return {n: root / n / SAMPLES[n].result for n in names}
+
+
+def sample_videos(shift: int = 16, num_frames: int = 6) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The embedded sample as videos: its VOC photos translated (`voc.translated_videos`),
+    then the street clip; `(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`."""
+    paths = fetch(["voc_images", "street_clip"])
+    yield from voc.translated_videos(paths["voc_images"], shift, num_frames, split="val")
+    clip = paths["street_clip"]
+    pairs = [voc.read_example(clip, i) for i in voc.split_ids(clip, "val")]
+    yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def _open_clips(request: datasets.Request) -> datasets.ClipMaker:
+    del request
+    return protocol.whole_videos(sample_videos, translate.SCORED_FRAMES)
+
+
+DATASET = datasets.DataSet(
+    name="sample",
+    classes=VOC_CLASSES,
+    mean_bgr=voc.DATASET.mean_bgr,
+    frame_size="the photos' own sizes, translated as PASCAL; the street clip 563 x 1000",
+    # scored as translated PASCAL: frames 2.. of every video, the street clip's too
+    videos={"sample": datasets.Videos(_open_clips, translate.PROTOCOL, "sample",
+                                      needs_dir=False)},
+)
 
 
 def main(argv: Sequence[str]) -> int:

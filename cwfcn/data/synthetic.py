@@ -7,7 +7,18 @@ into video with `translate.make_translated_frames`, like the paper's PASCAL vide
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+
+import ml_collections
 import numpy as np
+
+from cwfcn.data import datasets, protocol, translate, voc
+
+# Synthetic validation scenes are the batches of these steps on: never trained on.
+VAL_STEP_OFFSET = 10**6
+# The classes of the default config's scenes: as many as PASCAL VOC's.
+DEFAULT_NUM_CLASSES = len(voc.VOC_CLASSES)
 
 
 def scene(
@@ -38,3 +49,57 @@ def scene(
         label[mask] = cls
     image = palette[label] + rng.normal(0, 12, (height, width, 3))
     return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch of `step`: images uint8 RGB `[N, S, S, 3]`, labels uint8 `[N, S, S]`.
+
+    A pure function of (seed, step), so a resumed run sees the same batches; the scenes
+    have the config's net's classes (`datasets.net_classes`).
+    """
+    rng = np.random.default_rng([config.seed, step])
+    size, n = config.data.size, config.train.batch_size
+    num_classes = datasets.net_classes(config)
+    pairs = [scene(rng, size, size, num_classes) for _ in range(n)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def validation_batches(
+    config: ml_collections.ConfigDict,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`config.data.num_val` held-out batches: those of steps `VAL_STEP_OFFSET` on."""
+    return (synthetic_batch(config, VAL_STEP_OFFSET + i) for i in range(config.data.num_val))
+
+
+def synthetic_videos(
+    *, seed: int, num_videos: int, size: int, shift: int, num_frames: int, num_classes: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Translated videos of synthetic scenes (`scene`), reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    for _ in range(num_videos):
+        image, label = scene(rng, size + shift * (num_frames - 1), size, num_classes)
+        yield translate.make_translated_frames(image, label, shift, num_frames)
+
+
+def _open_clips(request: datasets.Request) -> datasets.ClipMaker:
+    """The translated scenes `config.data` describes, of the config's net's classes."""
+    config = request.config
+    if config is None:
+        raise ValueError("data 'synthetic' needs a config (config.data, config.model)")
+    scenes = config.data
+    make = functools.partial(synthetic_videos, seed=config.seed, num_videos=scenes.num_videos,
+                             size=scenes.size, shift=scenes.shift, num_frames=scenes.num_frames,
+                             num_classes=datasets.net_classes(config))
+    return protocol.whole_videos(make, translate.SCORED_FRAMES)
+
+
+DATASET = datasets.DataSet(
+    name="synthetic",
+    classes=tuple(f"class {i}" for i in range(DEFAULT_NUM_CLASSES)),
+    mean_bgr=voc.DATASET.mean_bgr,
+    frame_size="config.data.size square scenes; videos slide config.data.shift px a frame",
+    videos={"synthetic": datasets.Videos(_open_clips, translate.PROTOCOL, "synthetic",
+                                         needs_dir=False, config_classes=True)},
+    training={"synthetic": datasets.Training(
+        lambda config: functools.partial(synthetic_batch, config), validation_batches)},
+)

@@ -13,6 +13,8 @@ import numpy as np
 # The paper scores frames 2..5 of each 6-frame video: the pipelined schedules fill their first
 # frames from earlier ones, so scoring only later frames compares every method on the same frames.
 SCORED_FRAMES = slice(2, None)
+# How the translated videos are scored, for tables and results.
+PROTOCOL = "translated videos of 6 frames, frames 2..5 scored (pascal-translate-exp)"
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -36,18 +38,18 @@ def make_translated_frames(
     the other, cut identically from image and label.
 
     Args:
-        image: ``[H, W, 3]`` image, any dtype (kept).
-        label: ``[H, W]`` label map, any dtype (kept).
-        shift: translation between consecutive frames in pixels, positive int.
-        num_frames: number of frames T, positive int.
+      image: ``[H, W, 3]`` image, any dtype (kept).
+      label: ``[H, W]`` label map, any dtype (kept).
+      shift: translation between consecutive frames in pixels, positive int.
+      num_frames: number of frames T, positive int.
 
     Returns:
-        ``(frames, labels)``: ``[T, H', W', 3]`` and ``[T, H', W']`` numpy arrays, where the
-        sliding axis has length ``L - shift*(T-1)``.
+      ``(frames, labels)``: ``[T, H', W', 3]`` and ``[T, H', W']`` numpy arrays, where the
+      sliding axis has length ``L - shift*(T-1)``.
 
     Raises:
-        ValueError: for a non-positive or non-int shift / num_frames, a bad image or label shape,
-            or an image too small for the requested translation.
+      ValueError: for a non-positive or non-int shift / num_frames, a bad image or label shape,
+        or an image too small for the requested translation.
     """
     _check_positive_int("shift", shift)
     _check_positive_int("num_frames", num_frames)

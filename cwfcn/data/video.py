@@ -24,6 +24,9 @@ from typing import Any
 import av
 import numpy as np
 
+from cwfcn.data import datasets, protocol, voc
+from cwfcn.data.files import IGNORE_LABEL
+
 # A header's frame count may exceed what decodes by a few frames (edit lists, dropped frames);
 # truncation loses far more, so only a larger shortfall is reported as a broken file.
 _FRAME_COUNT_SLACK = 0.01
@@ -219,6 +222,35 @@ def read_video(path: str | Path, max_frames: int | None = None, *, start: int = 
       VideoError, ValueError: as `read_frames`.
     """
     return np.stack(list(read_frames(path, start=start, max_frames=max_frames)))
+
+
+def unlabelled_video(
+    path: str, max_frames: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One video file as a video without ground truth: `(frames uint8 [T, H, W, 3], labels
+    uint8 [T, H, W])`, every label 255."""
+    frames = read_video(path, max_frames)
+    yield frames, np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+
+
+def _open_clips(request: datasets.Request) -> datasets.ClipMaker:
+    """The video file `video:PATH` names, every frame scored."""
+    probe(request.arg)  # a missing, empty or non-video file fails now, before any work
+    return protocol.whole_videos(lambda: unlabelled_video(request.arg, request.max_frames),
+                                 slice(None))
+
+
+# Any video file, unlabelled; its classes and mean are the config's net's (with no config:
+# a VOC net's).
+DATASET = datasets.DataSet(
+    name="video",
+    classes=voc.VOC_CLASSES,
+    mean_bgr=voc.DATASET.mean_bgr,
+    frame_size="the file's own frames, decoded as they are",
+    videos={"video": datasets.Videos(
+        _open_clips, "unlabelled: the whole video, every frame counted",
+        "video:PATH (any video file, unlabelled)", needs_dir=False, config_classes=True)},
+)
 
 
 # ---------------------------------------------------------------------------------------------

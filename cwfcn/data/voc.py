@@ -32,6 +32,7 @@ This module also holds the small file helpers (`read_rgb`, `read_ids`, `require`
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import os
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from cwfcn.data import datasets, protocol, training, translate
 from cwfcn.data import download as dl
 from cwfcn.data.files import IGNORE_LABEL, check_same_size, read_ids, read_rgb, require
 from cwfcn.data.translate import make_translated_frames
@@ -130,12 +132,12 @@ def split_ids(root: str | os.PathLike[str], split: str) -> list[str]:
     """Image ids of a VOC2011 segmentation split.
 
     Args:
-        root: the VOCdevkit directory.
-        split: ``train``, ``val``, ``trainval`` (from ImageSets/Segmentation) or ``seg11valid``
-            (shipped with this package).
+      root: the VOCdevkit directory.
+      split: ``train``, ``val``, ``trainval`` (from ImageSets/Segmentation) or ``seg11valid``
+        (shipped with this package).
 
     Returns:
-        ids like ``2007_000033``, in file order.
+      ids like ``2007_000033``, in file order.
     """
     directory = voc_dir(root)
     if split == "seg11valid":
@@ -158,9 +160,9 @@ def read_label(root: str | os.PathLike[str], image_id: str) -> np.ndarray:
     ignored.
 
     Raises:
-        MissingFileError: the PNG is missing.
-        ValueError: the PNG is not a palette or greyscale image (e.g. a colour rendering of the
-            labels), or holds values that are not VOC class ids.
+      MissingFileError: the PNG is missing.
+      ValueError: the PNG is not a palette or greyscale image (e.g. a colour rendering of the
+        labels), or holds values that are not VOC class ids.
     """
     path = require(voc_dir(root) / "SegmentationClass" / f"{image_id}.png", _VOC_FIX)
     with Image.open(path) as image:
@@ -179,8 +181,8 @@ def read_example(root: str | os.PathLike[str], image_id: str) -> tuple[np.ndarra
     """One VOC2011 photo and its labels: uint8 ``[H, W, 3]`` and uint8 ``[H, W]``.
 
     Raises:
-        MissingFileError: the photo or label file is missing.
-        ValueError: the label's size differs from the photo's, or the label is not a class map.
+      MissingFileError: the photo or label file is missing.
+      ValueError: the label's size differs from the photo's, or the label is not a class map.
     """
     image = read_image(root, image_id)
     label = read_label(root, image_id)
@@ -194,15 +196,20 @@ def read_example(root: str | os.PathLike[str], image_id: str) -> tuple[np.ndarra
     return image, label
 
 
-def examples(
-    root: str | os.PathLike[str], split: str = "seg11valid"
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(image uint8 [H, W, 3], label uint8 [H, W])`` for each id of a VOC2011 split.
+def resolve_root(root: str) -> str:
+    """The VOC-layout directory ``root`` names: "sample" is the embedded sample's photos."""
+    if root != "sample":
+        return root
+    from cwfcn.data import samples  # samples imports this module: import it when used
 
-    The split file is read now (so a missing one raises here); images are read lazily.
-    """
-    ids = split_ids(root, split)
-    return (read_example(root, image_id) for image_id in ids)
+    return str(samples.fetch(["voc_images"])["voc_images"])
+
+
+# VOC2011 photos by split; also the validation images of SBD training (FCN: seg11valid).
+IMAGES = datasets.Images(split_ids, lambda root, split, image_id: read_example(root, image_id),
+                         "seg11valid", resolve_root)
+# `(image uint8 [H, W, 3], label uint8 [H, W])` of each id of a split (seg11valid by default).
+examples = IMAGES.examples
 
 
 def translated_videos(
@@ -214,14 +221,14 @@ def translated_videos(
     longer axis (see `cwfcn.data.translate.make_translated_frames`); every frame is labelled.
 
     Args:
-        root: the VOCdevkit directory.
-        shift: pixels of translation between frames (the paper uses 16 and 32).
-        num_frames: frames per video T (the paper uses 6).
-        split: a VOC2011 split name (see `split_ids`).
+      root: the VOCdevkit directory.
+      shift: pixels of translation between frames (the paper uses 16 and 32).
+      num_frames: frames per video T (the paper uses 6).
+      split: a VOC2011 split name (see `split_ids`).
 
     Returns:
-        An iterator of ``(frames uint8 [T, H', W', 3], labels uint8 [T, H', W'])``, in split
-        order; the split file is read now, the images lazily.
+      An iterator of ``(frames uint8 [T, H', W', 3], labels uint8 [T, H', W'])``, in split
+      order; the split file is read now, the images lazily.
     """
     ids = split_ids(root, split)
     return (
@@ -229,24 +236,15 @@ def translated_videos(
     )
 
 
-def download(
-    data_dir: str | os.PathLike[str],
-    *,
-    url: str = VOC2011_URL,
-    sha256: str | None = VOC2011_SHA256,
-    progress: bool = True,
-) -> Path:
+def download(data_dir: str | os.PathLike[str], *, url: str = VOC2011_URL,
+             sha256: str | None = VOC2011_SHA256, progress: bool = True) -> Path:
     """Download and unpack the VOC2011 train/val archive (about 1.7 GB) under ``data_dir``.
 
     Returns:
-        The VOCdevkit directory to pass as ``root`` to this module's readers.
+      The VOCdevkit directory to pass as ``root`` to this module's readers.
     """
-    data_dir = Path(data_dir)
-    archive = dl.download(
-        url, data_dir / "VOCtrainval_25-May-2011.tar", sha256=sha256, progress=progress
-    )
-    unpacked = dl.extract(archive, data_dir / "VOCtrainval_25-May-2011")
-    return dl.find_root(unpacked, "VOC2011/JPEGImages")
+    return dl.fetch_archive(data_dir, "VOCtrainval_25-May-2011.tar", "VOCtrainval_25-May-2011",
+                            "VOC2011/JPEGImages", url=url, sha256=sha256, progress=progress)
 
 
 # --- SBD (Hariharan et al. 2011): FCN's training set ---------------------------------------------
@@ -266,8 +264,8 @@ def read_sbd_label(root: str | os.PathLike[str], image_id: str) -> np.ndarray:
     """SBD class labels ``dataset/cls/<id>.mat`` (``GTcls.Segmentation``) as uint8 ``[H, W]``.
 
     Raises:
-        MissingFileError: the .mat file is missing.
-        ValueError: it has no ``GTcls.Segmentation`` 2-D field, or holds non-class values.
+      MissingFileError: the .mat file is missing.
+      ValueError: it has no ``GTcls.Segmentation`` 2-D field, or holds non-class values.
     """
     path = require(sbd_dir(root) / "cls" / f"{image_id}.mat", _SBD_FIX)
     mat = scipy.io.loadmat(path, simplify_cells=True)
@@ -295,30 +293,40 @@ def read_sbd_example(root: str | os.PathLike[str], image_id: str) -> tuple[np.nd
     return image, label
 
 
-def sbd_examples(
-    root: str | os.PathLike[str], split: str = "train"
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(image uint8 [H, W, 3], label uint8 [H, W])`` for each id of an SBD split.
-
-    The split file is read now; images are read lazily.
-    """
-    ids = sbd_split_ids(root, split)
-    return (read_sbd_example(root, image_id) for image_id in ids)
+SBD_IMAGES = datasets.Images(
+    sbd_split_ids, lambda root, split, image_id: read_sbd_example(root, image_id), "train")
+# `(image, label)` of each id of an SBD split (train by default).
+sbd_examples = SBD_IMAGES.examples
 
 
-def download_sbd(
-    data_dir: str | os.PathLike[str],
-    *,
-    url: str = SBD_URL,
-    sha256: str | None = SBD_SHA256,
-    progress: bool = True,
-) -> Path:
+def download_sbd(data_dir: str | os.PathLike[str], *, url: str = SBD_URL,
+                 sha256: str | None = SBD_SHA256, progress: bool = True) -> Path:
     """Download and unpack SBD's benchmark.tgz (about 1.4 GB) under ``data_dir``.
 
     Returns:
-        The directory holding ``dataset/`` (``benchmark_RELEASE``), to pass as ``root``.
+      The directory holding ``dataset/`` (``benchmark_RELEASE``), to pass as ``root``.
     """
-    data_dir = Path(data_dir)
-    archive = dl.download(url, data_dir / "benchmark.tgz", sha256=sha256, progress=progress)
-    unpacked = dl.extract(archive, data_dir / "benchmark")
-    return dl.find_root(unpacked, "dataset/cls")
+    return dl.fetch_archive(data_dir, "benchmark.tgz", "benchmark", "dataset/cls", url=url,
+                            sha256=sha256, progress=progress)
+
+
+def _translated_clips(request: datasets.Request) -> datasets.ClipMaker:
+    """The clips of translated PASCAL (seg11valid, 6 frames, `shift` px a frame)."""
+    shift = int(request.arg)
+    videos = functools.partial(translated_videos, request.root, shift, 6, "seg11valid")
+    return protocol.whole_videos(videos, translate.SCORED_FRAMES)
+
+
+# `--data pascal-translated:16` (or :32): the paper's translated PASCAL.
+TRANSLATED = datasets.Videos(
+    _translated_clips, translate.PROTOCOL, "pascal-translated:16, pascal-translated:32",
+    args=("16", "32"),
+    args_help="the paper's shifts are pascal-translated:16 and pascal-translated:32")
+
+DATASET = datasets.DataSet(
+    "voc", VOC_CLASSES, mean_bgr=(104.00698793, 116.66876762, 122.67891434),
+    videos={"pascal-translated": TRANSLATED},
+    training={"voc": training.image_training(IMAGES, IMAGES),
+              "sbd": training.image_training(SBD_IMAGES, IMAGES)},
+    frame_size="whole photos, at most 500 x 500; translated videos crop them along the "
+               "longer axis")

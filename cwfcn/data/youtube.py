@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cwfcn.data import protocol
+from cwfcn.data import datasets, protocol, voc
 from cwfcn.data.files import IGNORE_LABEL, MissingFileError, require
 from cwfcn.data.voc import VOC_CLASSES
 
@@ -115,7 +115,7 @@ def mask_paths(root: str | os.PathLike[str], shot_id: str) -> dict[int, Path]:
     """The shot's mask files by frame number, in frame order.
 
     Raises:
-        MissingFileError: the shot has no ``labels/`` directory or no mask in it.
+      MissingFileError: the shot has no ``labels/`` directory or no mask in it.
     """
     labels = require(shot_dir(root, shot_id) / "labels", _FIX)
     numbered = sorted(
@@ -132,8 +132,8 @@ def shot_ids(root: str | os.PathLike[str], classes: Iterable[str] = YOUTUBE_CLAS
     """All shots with at least one mask, as sorted ``<class>/<video>/<shot>`` ids.
 
     Args:
-        root: the directory holding ``youtube_masks/``.
-        classes: which of `YOUTUBE_CLASSES` to list.
+      root: the directory holding ``youtube_masks/``.
+      classes: which of `YOUTUBE_CLASSES` to list.
     """
     base = _masks_dir(root)
     ids = []
@@ -157,7 +157,7 @@ def frame_numbers(root: str | os.PathLike[str], shot_id: str) -> list[int]:
     ``<shot dir>/images`` (datasets/youtube.py `list_frames`).
 
     Raises:
-        MissingFileError: neither holds a frame.
+      MissingFileError: neither holds a frame.
     """
     for directory in (_v1_dir(root, shot_id), shot_dir(root, shot_id) / "images"):
         if directory.is_dir():
@@ -173,7 +173,7 @@ def frame_path(root: str | os.PathLike[str], shot_id: str, frame: int) -> Path:
     """Where frame ``frame`` of a shot is: the first existing candidate of the module docstring.
 
     Raises:
-        MissingFileError: none exists; the message names them all.
+      MissingFileError: none exists; the message names them all.
     """
     images = shot_dir(root, shot_id) / "images"
     candidates = [
@@ -220,12 +220,12 @@ def mask_to_labels(mask: np.ndarray, cls: str, threshold: int = DEFAULT_THRESHOL
     """Binary grey mask -> labels: ``cls``'s index in `CLASSES` where ``mask > threshold``, else 0.
 
     Args:
-        mask: ``[H, W]`` grey values (any integer dtype; JPEG masks are 0..255).
-        cls: one of `YOUTUBE_CLASSES`.
-        threshold: grey value above which a pixel is the object.
+      mask: ``[H, W]`` grey values (any integer dtype; JPEG masks are 0..255).
+      cls: one of `YOUTUBE_CLASSES`.
+      threshold: grey value above which a pixel is the object.
 
     Returns:
-        uint8 ``[H, W]`` labels.
+      uint8 ``[H, W]`` labels.
     """
     return np.where(np.asarray(mask) > threshold, CLASSES.index(cls), 0).astype(np.uint8)
 
@@ -265,18 +265,18 @@ def read_shot(
     """The masked frames of one shot and their labels, resized to the longer side 500.
 
     Args:
-        root: the directory holding ``youtube_masks/``.
-        shot_id: ``<class>/<video>/<shot>``, e.g. ``cat/0001/001``.
-        threshold: grey value above which a mask pixel is the object.
-        max_dim: the longer side after resizing (500 in the paper).
+      root: the directory holding ``youtube_masks/``.
+      shot_id: ``<class>/<video>/<shot>``, e.g. ``cat/0001/001``.
+      threshold: grey value above which a mask pixel is the object.
+      max_dim: the longer side after resizing (500 in the paper).
 
     Returns:
-        ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` over the T masked frames, in
-        frame order; labels are 0 or the class's index in `CLASSES`.
+      ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` over the T masked frames, in
+      frame order; labels are 0 or the class's index in `CLASSES`.
 
     Raises:
-        MissingFileError: the shot, a mask or a frame is missing.
-        ValueError: a bad shot id, or a frame whose resized size differs from its mask's.
+      MissingFileError: the shot, a mask or a frame is missing.
+      ValueError: a bad shot id, or a frame whose resized size differs from its mask's.
     """
     frames, labels = [], []
     for number in mask_paths(root, shot_id):
@@ -307,14 +307,14 @@ def videos(
     """Yield `read_shot` videos, one per shot.
 
     Args:
-        root: the directory holding ``youtube_masks/``.
-        ids: shot ids to read, in this order; all shots (`shot_ids`) if None.
-        threshold: grey value above which a mask pixel is the object.
-        max_dim: the longer side after resizing.
+      root: the directory holding ``youtube_masks/``.
+      ids: shot ids to read, in this order; all shots (`shot_ids`) if None.
+      threshold: grey value above which a mask pixel is the object.
+      max_dim: the longer side after resizing.
 
     Returns:
-        An iterator of ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; the shots are
-        listed now (a missing root raises here), read lazily.
+      An iterator of ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; the shots are
+      listed now (a missing root raises here), read lazily.
     """
     ids = _ids(root, ids)
     return (read_shot(root, shot_id, threshold, max_dim) for shot_id in ids)
@@ -363,17 +363,17 @@ def clips(
         f - 20 leaves exactly the state of that full run).
 
     Args:
-        root: the directory holding ``youtube_masks/`` and ``v1/``.
-        schedule: a `clockwork.Schedule` (or anything with its `theta`, `pipelined`, `cycle`
-            and `lags`, as the evaluator's baselines).
-        phase: the fixed schedules' phase policy (`protocol.PHASES`; "clip" is not one here).
-        ids: shot ids, in this order; all shots if None.
-        threshold: the mask threshold.
-        max_dim: the longer side after resizing.
+      root: the directory holding ``youtube_masks/`` and ``v1/``.
+      schedule: a `clockwork.Schedule` (or anything with its `theta`, `pipelined`, `cycle`
+        and `lags`, as the evaluator's baselines).
+      phase: the fixed schedules' phase policy (`protocol.PHASES`; "clip" is not one here).
+      ids: shot ids, in this order; all shots if None.
+      threshold: the mask threshold.
+      max_dim: the longer side after resizing.
 
     Returns:
-        An iterator of `protocol.Clip`s, read lazily (the shots are listed, the arguments
-        checked, now).
+      An iterator of `protocol.Clip`s, read lazily (the shots are listed, the arguments
+      checked, now).
     """
     ids = _ids(root, ids)
     kind = protocol.kind(schedule)
@@ -427,7 +427,7 @@ def full_rate_shot(
     the others).
 
     Returns:
-        ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``.
+      ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``.
     """
     masks = mask_paths(root, shot_id)
     numbers = [n for n in frame_numbers(root, shot_id) if n >= min(masks)]
@@ -437,3 +437,41 @@ def full_rate_shot(
         if n in masks:
             labels[i] = read_label(root, shot_id, n, threshold, max_dim)
     return frames, labels
+
+
+def full_rate_clips(root: str, ids: list[str], schedule, phase: str) -> Iterator[protocol.Clip]:
+    """YouTube-Objects shots at full rate (`full_rate_shot`), one clip each, every schedule
+    from the shot's first labelled frame; the masked frames scored, every frame after the
+    first counted."""
+    del schedule, phase
+    for shot_id in ids:
+        frames, labels = full_rate_shot(root, shot_id)
+        scored = tuple(int(i) for i in np.flatnonzero((labels != IGNORE_LABEL).any((1, 2))))
+        yield protocol.after_full_run(frames, labels, scored, shot_id)
+
+
+def _open_full_rate(request: datasets.Request) -> datasets.ClipMaker:
+    """The shot the spec names (all shots if none) at full rate (`full_rate_clips`)."""
+    ids = [request.arg] if request.arg else shot_ids(request.root)
+    return functools.partial(full_rate_clips, request.root, ids)
+
+
+DATASET = datasets.DataSet(
+    name="youtube",
+    classes=CLASSES,
+    mean_bgr=voc.DATASET.mean_bgr,  # the PASCAL net applied as is
+    frame_size=f"resized so that the longer side is {MAX_DIM} px (frames bilinear, masks "
+               "nearest)",
+    pred_lut=VOC_TO_YOUTUBE,
+    videos={
+        "youtube": datasets.Videos(
+            datasets.listed_clips(shot_ids, clips),
+            "labelled frames f >= 21, 11 classes, phases merged (youtube-clockwork-exp, "
+            "youtube-pipeline-exp)",
+            "youtube", phase="all", phases=protocol.PHASES[1:]),
+        "youtube-full": datasets.Videos(
+            _open_full_rate, "every raw frame of each shot from its first labelled one, the "
+                             "labelled frames scored (Fig. 7; youtube-differences)",
+            "youtube-full[:CLASS/VIDEO/SHOT] (every raw frame of the shots, Fig. 7)"),
+    },
+)

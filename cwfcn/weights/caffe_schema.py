@@ -25,7 +25,7 @@ import types
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-_F = descriptor_pb2.FieldDescriptorProto
+_FieldProto = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "cwfcn_caffe"
 
 # V1LayerParameter.LayerType of caffe.proto (the deprecated `layers` field), complete, so
@@ -60,53 +60,64 @@ def _field(
     type_name: str | None = None,
     packed: bool = False,
 ) -> None:
-    f = msg.field.add(
+    """Adds a field to a message's descriptor.
+
+    Args:
+      msg: the message descriptor.
+      name: the field's name.
+      number: its field number (caffe.proto's).
+      ftype: its `FieldDescriptorProto.TYPE_*`.
+      repeated: a repeated field (else optional).
+      type_name: the message or enum type of a message or enum field, within the package.
+      packed: encode a repeated number field packed.
+    """
+    field = msg.field.add(
         name=name,
         number=number,
         type=ftype,
-        label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL,
+        label=_FieldProto.LABEL_REPEATED if repeated else _FieldProto.LABEL_OPTIONAL,
     )
     if type_name is not None:
-        f.type_name = f".{_PACKAGE}.{type_name}"
+        field.type_name = f".{_PACKAGE}.{type_name}"
     if packed:
-        f.options.packed = True
+        field.options.packed = True
 
 
 def file_descriptor() -> descriptor_pb2.FileDescriptorProto:
     """The schema as a proto2 `FileDescriptorProto` (package `cwfcn_caffe`)."""
-    fdp = descriptor_pb2.FileDescriptorProto(
+    file_proto = descriptor_pb2.FileDescriptorProto(
         name="cwfcn_caffe_min.proto", package=_PACKAGE, syntax="proto2"
     )
-    shape = fdp.message_type.add(name="BlobShape")
-    _field(shape, "dim", 1, _F.TYPE_INT64, repeated=True, packed=True)
+    shape = file_proto.message_type.add(name="BlobShape")
+    _field(shape, "dim", 1, _FieldProto.TYPE_INT64, repeated=True, packed=True)
 
-    blob = fdp.message_type.add(name="BlobProto")
-    _field(blob, "num", 1, _F.TYPE_INT32)
-    _field(blob, "channels", 2, _F.TYPE_INT32)
-    _field(blob, "height", 3, _F.TYPE_INT32)
-    _field(blob, "width", 4, _F.TYPE_INT32)
-    _field(blob, "data", 5, _F.TYPE_FLOAT, repeated=True, packed=True)
-    _field(blob, "shape", 7, _F.TYPE_MESSAGE, type_name="BlobShape")
-    _field(blob, "double_data", 8, _F.TYPE_DOUBLE, repeated=True, packed=True)
+    blob = file_proto.message_type.add(name="BlobProto")
+    _field(blob, "num", 1, _FieldProto.TYPE_INT32)
+    _field(blob, "channels", 2, _FieldProto.TYPE_INT32)
+    _field(blob, "height", 3, _FieldProto.TYPE_INT32)
+    _field(blob, "width", 4, _FieldProto.TYPE_INT32)
+    _field(blob, "data", 5, _FieldProto.TYPE_FLOAT, repeated=True, packed=True)
+    _field(blob, "shape", 7, _FieldProto.TYPE_MESSAGE, type_name="BlobShape")
+    _field(blob, "double_data", 8, _FieldProto.TYPE_DOUBLE, repeated=True, packed=True)
 
-    layer = fdp.message_type.add(name="LayerParameter")
-    _field(layer, "name", 1, _F.TYPE_STRING)
-    _field(layer, "type", 2, _F.TYPE_STRING)
-    _field(layer, "blobs", 7, _F.TYPE_MESSAGE, repeated=True, type_name="BlobProto")
+    layer = file_proto.message_type.add(name="LayerParameter")
+    _field(layer, "name", 1, _FieldProto.TYPE_STRING)
+    _field(layer, "type", 2, _FieldProto.TYPE_STRING)
+    _field(layer, "blobs", 7, _FieldProto.TYPE_MESSAGE, repeated=True, type_name="BlobProto")
 
-    v1 = fdp.message_type.add(name="V1LayerParameter")
+    v1 = file_proto.message_type.add(name="V1LayerParameter")
     enum = v1.enum_type.add(name="LayerType")
     for name, number in V1_LAYER_TYPES.items():
         enum.value.add(name=name, number=number)
-    _field(v1, "name", 4, _F.TYPE_STRING)
-    _field(v1, "type", 5, _F.TYPE_ENUM, type_name="V1LayerParameter.LayerType")
-    _field(v1, "blobs", 6, _F.TYPE_MESSAGE, repeated=True, type_name="BlobProto")
+    _field(v1, "name", 4, _FieldProto.TYPE_STRING)
+    _field(v1, "type", 5, _FieldProto.TYPE_ENUM, type_name="V1LayerParameter.LayerType")
+    _field(v1, "blobs", 6, _FieldProto.TYPE_MESSAGE, repeated=True, type_name="BlobProto")
 
-    net = fdp.message_type.add(name="NetParameter")
-    _field(net, "name", 1, _F.TYPE_STRING)
-    _field(net, "layers", 2, _F.TYPE_MESSAGE, repeated=True, type_name="V1LayerParameter")
-    _field(net, "layer", 100, _F.TYPE_MESSAGE, repeated=True, type_name="LayerParameter")
-    return fdp
+    net = file_proto.message_type.add(name="NetParameter")
+    _field(net, "name", 1, _FieldProto.TYPE_STRING)
+    _field(net, "layers", 2, _FieldProto.TYPE_MESSAGE, repeated=True, type_name="V1LayerParameter")
+    _field(net, "layer", 100, _FieldProto.TYPE_MESSAGE, repeated=True, type_name="LayerParameter")
+    return file_proto
 
 
 @functools.cache

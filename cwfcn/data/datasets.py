@@ -1,0 +1,212 @@
+"""The data-set registry: one record per data set, each declared in its own module.
+
+Every fact about a data set lives in its record (`DataSet`): the class names, the mean its
+frames need, how its net's predictions map to its labels, its frame size, how it forms
+videos for evaluation (`Videos`, by the `--data` spec name) and how it reads training and
+validation examples (`Training`, by `config.data.name`). A module `cwfcn/data/<name>.py`
+declares its record as the module attribute ``DATASET``; `get` finds them all, so adding a
+data set is adding one file.
+
+    datasets.get("voc").mean_bgr          # (104.00698793, 116.66876762, 122.67891434)
+    datasets.get("youtube").net_classes   # 21: the VOC net, its predictions mapped to 11
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+# `(schedule, phase) -> iterator of protocol.Clip`: what a schedule runs and scores.
+ClipMaker = Callable[[Any, str], Iterator[Any]]
+# `step -> (images uint8 RGB [N, H, W, 3], labels uint8 [N, H, W])`.
+Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What `sources.open_source` was asked to open, for `Videos.make_clips`.
+
+    Attributes:
+      root: the data set's directory (`--data-dir`); None where `Videos.needs_dir` is False.
+      arg: the spec's text after its ":" ("" if none).
+      config: the config, or None.
+      max_frames: read at most this many frames of a video file (None: all).
+    """
+
+    root: str | None
+    arg: str = ""
+    config: Any = None
+    max_frames: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Videos:
+    """One evaluation source of a data set (a `--data` spec): how its videos are formed,
+    which frames are scored, and which phase policies (`protocol.PHASES`) it takes.
+
+    Attributes:
+      make_clips: `Request -> ClipMaker`: the clips, read lazily each time. Raises
+        ValueError on a wrong root (checked now, before any work).
+      protocol: the reference the protocol follows, for tables and results.
+      help: the spec as `sources.SOURCE_HELP` lists it.
+      phase: the default phase policy of fixed schedules (the reference's).
+      phases: the phase policies it takes.
+      needs_dir: whether it reads a data directory (`--data-dir`).
+      args: the spec arguments it takes (the text after ":"), or None for any.
+      args_help: what `args` are, for the error on another.
+      config_classes: its classes and mean are the config's net's (`net_classes`,
+        `mean_bgr_of`: synthetic scenes, an unlabelled video), not the record's.
+    """
+
+    make_clips: Callable[[Request], ClipMaker]
+    protocol: str
+    help: str
+    phase: str = "clip"
+    phases: tuple[str, ...] = ("clip",)
+    needs_dir: bool = True
+    args: tuple[str, ...] | None = None
+    args_help: str = ""
+    config_classes: bool = False
+
+
+def listed_clips(list_ids: Callable[[str], list[str]],
+                 clips: Callable[[str, Any, str, list[str]], Iterator[Any]]
+                 ) -> Callable[[Request], ClipMaker]:
+    """A `Videos.make_clips` over the ids a data directory lists: `list_ids(root)` runs now (so
+    a wrong directory fails before any work), `clips(root, schedule, phase, ids)` per
+    schedule."""
+    def make_clips(request: Request) -> ClipMaker:
+        ids = list_ids(request.root)
+        return lambda schedule, phase: clips(request.root, schedule, phase, ids)
+    return make_clips
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """A data set's labelled still images, by split (whole images, as FCN trains).
+
+    Attributes:
+      ids: `(root, split) -> ids`, in split order; raises on a wrong root or split.
+      read: `(root, split, id) -> (image uint8 RGB [H, W, 3], label uint8 [H, W])`.
+      split: the split `examples` reads by default (the data set's test split).
+      resolve_root: `root -> the directory to read` (e.g. VOC's "sample": the embedded one).
+    """
+
+    ids: Callable[[str, str], list[str]]
+    read: Callable[[str, str, str], tuple[np.ndarray, np.ndarray]]
+    split: str
+    resolve_root: Callable[[str], str] = str
+
+    def examples(self, root: str, split: str | None = None
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`(image uint8 [H, W, 3], label uint8 [H, W])` for each id of `split` (None: the
+        default `split`) under `root`: the split is listed now (a missing one raises here),
+        the images are read lazily."""
+        root, split = self.resolve_root(root), self.split if split is None else split
+        ids = self.ids(root, split)
+        return (self.read(root, split, image_id) for image_id in ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """What a `config.data.name` trains and validates on.
+
+    Attributes:
+      batches: `config -> Batches`, a pure function of (seed, step).
+      validation: `config -> iterator of (images uint8 [N, H, W, 3], labels uint8
+        [N, H, W])`, the validation set.
+    """
+
+    batches: Callable[[Any], Batches]
+    validation: Callable[[Any], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+    """A data set's record: everything the library knows about it, in one place.
+
+    Attributes:
+      name: its name (`get`).
+      classes: the label classes' names, in label order (255 = ignore).
+      mean_bgr: the mean subtracted from its 0..255 pixels, BGR order (`model.preprocess`).
+      pred_lut: the net's class -> the label class (YouTube-Objects maps VOC's 21 to its
+        11), or None when the net predicts the label classes.
+      frame_size: the frame size policy (how its frames are sized), for tables and docs.
+      videos: `--data` spec name -> its `Videos` (`sources.open_source`).
+      training: `config.data.name` -> its `Training` (`training.make_batches`).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    mean_bgr: tuple[float, float, float]
+    frame_size: str
+    pred_lut: tuple[int, ...] | None = None
+    videos: Mapping[str, Videos] = dataclasses.field(default_factory=dict)
+    training: Mapping[str, Training] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """The label classes C scored."""
+        return len(self.classes)
+
+    @property
+    def net_classes(self) -> int:
+        """The classes the net must predict."""
+        return self.num_classes if self.pred_lut is None else len(self.pred_lut)
+
+
+@functools.cache
+def registry() -> dict[str, DataSet]:
+    """Every record of `cwfcn.data`, by its name and by each spec and training name it
+    answers (`DataSet.videos`, `DataSet.training`).
+
+    Raises:
+      ValueError: two records claim one name.
+    """
+    package = importlib.import_module("cwfcn.data")
+    found: dict[str, DataSet] = {}
+    for module in pkgutil.iter_modules(package.__path__):
+        record = getattr(importlib.import_module(f"cwfcn.data.{module.name}"), "DATASET", None)
+        if not isinstance(record, DataSet):
+            continue
+        for name in {record.name, *record.videos, *record.training}:
+            if name in found and found[name] is not record:
+                raise ValueError(f"data sets {found[name].name!r} and {record.name!r} both "
+                                 f"claim the name {name!r}: rename one")
+            found[name] = record
+    return found
+
+
+def get(name: str) -> DataSet:
+    """The record of a data set, by its name or any spec or training name it answers.
+
+    Raises:
+      ValueError: no data set has that name.
+    """
+    records = registry()
+    if name not in records:
+        raise ValueError(f"unknown data set {name!r}; use one of {sorted(records)}")
+    return records[name]
+
+
+def records() -> list[DataSet]:
+    """Each record once, in module order."""
+    return list({id(record): record for record in registry().values()}.values())
+
+
+def mean_bgr_of(config) -> tuple[float, float, float]:
+    """The mean a config's net takes: `config.data.mean` (a data set's name) when the config
+    sets it, else the mean of `config.data.name`'s record."""
+    return get(config.data.get("mean") or config.data.name).mean_bgr
+
+
+def net_classes(config) -> int:
+    """The classes a config's net predicts: `config.model.num_classes` when set (not 0),
+    else the record's (`DataSet.net_classes` of `config.data.name`)."""
+    return config.model.get("num_classes") or get(config.data.name).net_classes
