@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def require(path: str | os.PathLike[str], fix: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"{path} not found; {fix}")
+    return path
+
+
+def require_file(path: str | os.PathLike[str], what: str) -> Path:
+    """Return ``path`` if it is a file, else raise MissingFileError (errno ENOENT, the path
+    as its filename) saying there is no such ``what``, e.g. "weight file"."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(errno.ENOENT, f"no such {what} (check the path)", str(path))
     return path
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from cwfcn.data import datasets
+from cwfcn.data import datasets, files
 from cwfcn.weights import caffe, common, onnx, torchvision
 from cwfcn.weights.caffe import (
     CAFFE_ALIASES,
@@ -160,7 +160,7 @@ def load(
         raise ValueError(f"fc_init={fc_init!r}: use one of {FC_INIT}")
     if onnx_input not in ONNX_INPUTS:
         raise ValueError(f"onnx_input={onnx_input!r}: use one of {ONNX_INPUTS}")
-    common.require_weight_file(path)
+    files.require_file(path, "weight file")
     if mean_bgr is None:  # looked up here, so that importing weights reads no registry
         mean_bgr = datasets.get("voc").mean_bgr
     mean = np.asarray(mean_bgr, np.float64)

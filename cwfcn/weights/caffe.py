@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cwfcn import model
+from cwfcn.data import files
 from cwfcn.weights import common
 from cwfcn.weights.common import FCS, HEAD, TRUNCATED_CONVS, VGG_CONVS
 
@@ -117,7 +118,7 @@ def read_caffemodel(path: str | Path) -> dict[str, CaffeLayer]:
     from cwfcn.weights import caffe_schema  # protobuf, only when a .caffemodel is read
 
     path = Path(path)
-    common.require_weight_file(path)
+    files.require_file(path, "weight file")
     try:
         net_proto = caffe_schema.messages().NetParameter.FromString(path.read_bytes())
     except DecodeError as e:

@@ -9,7 +9,6 @@ parameters of the net's layers in cwfcn's layout (`LayerArrays`: HWIO kernels
 from __future__ import annotations
 
 import dataclasses
-import errno
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import numpy as np
 from flax import nnx
 
 from cwfcn import model
-from cwfcn.data.files import MissingFileError
 
 VGG_CONVS = model.vgg_conv_names(5)  # conv1_1 .. conv5_3
 FCS = ("fc6", "fc7")
@@ -78,19 +76,6 @@ class LayerArrays:
 # What an importer returns: the arrays of the layers the net takes (by cwfcn name), the
 # file's layers that the net does not use, and notes for the report.
 ImportResult = tuple[dict[str, LayerArrays], list[str], list[str]]
-
-
-def require_weight_file(path: Path) -> None:
-    """Raises `MissingFileError` unless `path` is a file.
-
-    Args:
-      path: the weight file.
-
-    Raises:
-      MissingFileError: `path` does not exist (or is not a file).
-    """
-    if not path.is_file():
-        raise MissingFileError(errno.ENOENT, "no such weight file (check the path)", str(path))
 
 
 def net_layers(net: Net) -> tuple[str, ...]:

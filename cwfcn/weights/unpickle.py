@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +19,7 @@ from typing import IO, Any
 import jax.numpy as jnp
 import numpy as np
 
-from cwfcn.data.files import MissingFileError
+from cwfcn.data import files
 
 # The numpy dtype of each torch storage type a state_dict may reference.
 STORAGE_DTYPES: dict[str, np.dtype] = {
@@ -183,9 +182,7 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
       ValueError: not a zip-format torch file, a truncated or corrupt one, a pickle that
         names anything but tensors, storages and OrderedDict, or not a dict of tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(errno.ENOENT, "no such weight file (check the path)", str(path))
+    path = files.require_file(path, "weight file")
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{path}: not a zip-format torch file (truncated, corrupt, or saved "
