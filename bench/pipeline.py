@@ -13,7 +13,6 @@ preprocessed beforehand, on the device. Same schedule, one run, round-robin.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -25,16 +24,16 @@ if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, round_robin, timed
 from cwfcn import clockwork, evaluation, model
-from cwfcn.data import datasets, sources, synthetic
+from cwfcn.data import datasets, protocol, sources, synthetic
 
 
 def _source(args) -> sources.Source:
     if args.data == "sample":
         return sources.open_source("sample")
-    make = functools.partial(synthetic.synthetic_videos, seed=0, num_videos=args.videos,
-                             size=args.size, shift=16, num_frames=6, num_classes=21)
-    return sources.Source("synthetic", 21, datasets.get("voc").mean_bgr,
-                          sources.whole_videos(make, slice(2, None)))
+    videos = synthetic.scenes(seed=0, num_videos=args.videos, size=args.size, shift=16,
+                              num_frames=6, num_classes=21)
+    return sources.Source("synthetic", 21, datasets.get("voc").mean_bgr, videos,
+                          protocol.form_whole)
 
 
 def main(argv: list[str] | None = None) -> dict:

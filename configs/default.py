@@ -19,7 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     # "synthetic"; or whole images, batch 1: "voc" (a VOC-layout directory), "sbd"
-    # (benchmark_RELEASE), "nyud" (FCN's nyud layout), "cityscapes" (gtFine + sequences)
+    # (benchmark_RELEASE), "nyud" (FCN's nyud layout), "cityscapes" (gtFine + sequences),
+    # or a prepared set "tfds:NAME/CONFIG:SPLIT" (data.root: its TFDS data dir)
     config.data.name = "synthetic"
     config.data.root = "sample"  # the data set's directory; "voc": "sample" is the embedded one
     config.data.split = "val"  # the training split ("voc": under ImageSets/Segmentation)
@@ -30,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.shift = 16  # px per frame of the translated video (paper: 16 and 32)
     config.data.num_frames = 6  # per translated video; frames 2.. are scored
     config.data.num_videos = 4
+    config.data.workers = 0  # training input: worker processes reading ahead; 0 = in-process
 
     config.clock = ml_collections.ConfigDict()
     config.clock.boundary_radius = 5  # the paper's 10-px boundary band

@@ -1,10 +1,11 @@
 """Checkpoints: a thin wrapper over orbax's `CheckpointManager`.
 
 A checkpoint is a step directory under `workdir` holding the net's parameters (as
-a pure dict of arrays), for training the optimiser state, and the sha256 digest of
-both. Orbax writes each step to a temporary directory and renames it when complete,
-so a crash mid-save never leaves a step that restores (the next save deletes the
-leftover); the digest catches a step damaged on disk later, which orbax itself
+a pure dict of arrays), for training the optimiser state and the training input's state
+(the item "input": JSON, `training.Reader.state`), and the sha256 digest of each. Orbax
+writes each step, every item together, to a temporary directory and renames it when
+complete, so a crash mid-save never leaves a step that restores (the next save deletes
+the leftover); the digest catches a step damaged on disk later, which orbax itself
 would read back as wrong numbers.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -25,6 +27,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 _ARRAYS = ("params", "opt_state")
+_INPUT = "input"  # the training input's state (JSON)
 _CAUSE_CHARS = 300  # orbax's errors can hold whole TensorStore specs
 
 
@@ -41,6 +44,7 @@ def _manager(
                                            cleanup_tmp_directories=write)
     handlers = {name: ocp.StandardCheckpointHandler() for name in _ARRAYS}
     handlers["digest"] = ocp.JsonCheckpointHandler()
+    handlers[_INPUT] = ocp.JsonCheckpointHandler()
     return ocp.CheckpointManager(os.path.abspath(workdir), options=options,
                                  item_handlers=handlers)
 
@@ -86,6 +90,17 @@ def _digest(tree) -> str:
     return h.hexdigest()
 
 
+def _json_digest(value) -> str:
+    """sha256 of a JSON value, written canonically (sorted keys)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _damaged_fix(workdir: str | os.PathLike, step: int) -> str:
+    """What to do about a damaged step, for its errors."""
+    return (f"delete its directory {os.path.join(os.fspath(workdir), str(step))!r} to use the "
+            "step before, or train again")
+
+
 def _cause(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[:_CAUSE_CHARS]}{'...' if len(text) > _CAUSE_CHARS else ''}"
@@ -97,6 +112,7 @@ def save(
     params: nnx.State,
     opt_state: Any = None,
     *,
+    input_state: dict | None = None,
     max_to_keep: int | None = 3,
 ) -> None:
     """Saves step `step` and waits until it is complete on disk.
@@ -106,13 +122,19 @@ def save(
       step: the training step.
       params: the net's state (`nnx.split(net)[1]`).
       opt_state: the optimiser state, or None.
+      input_state: the training input's state once `step` steps are done (a JSON dict,
+        `training.Reader.state`), or None.
       max_to_keep: older steps beyond this many are deleted.
     """
     trees = {"params": nnx.to_pure_dict(params)}
     if opt_state is not None:
         trees["opt_state"] = opt_state
     items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
-    items["digest"] = ocp.args.JsonSave({name: _digest(t) for name, t in trees.items()})
+    digests = {name: _digest(t) for name, t in trees.items()}
+    if input_state is not None:
+        items[_INPUT] = ocp.args.JsonSave(input_state)
+        digests[_INPUT] = _json_digest(input_state)
+    items["digest"] = ocp.args.JsonSave(digests)
     try:
         with _quiet(), _manager(workdir, max_to_keep, write=True) as mngr:
             mngr.save(step, args=ocp.args.Composite(**items))
@@ -188,8 +210,7 @@ def restore(
                               "(python train.py --workdir DIR) or pass the right directory")
     template = nnx.to_pure_dict(params)
     where = f"checkpoint step {step} in {os.fspath(workdir)!r}"
-    damaged = (f"delete its directory {os.path.join(os.fspath(workdir), str(step))!r} to use the "
-               "step before, or train again")
+    damaged = _damaged_fix(workdir, step)
     with _manager(workdir) as mngr:
         try:
             _check_fits(where, mngr.item_metadata(step)["params"], template)
@@ -242,6 +263,34 @@ def _saved_digests(mngr: ocp.CheckpointManager, step: int) -> dict[str, str]:
         return {}
     return dict(mngr.restore(step, args=ocp.args.Composite(digest=ocp.args.JsonRestore()))
                 ["digest"])
+
+
+def restore_input(workdir: str | os.PathLike, step: int) -> dict | None:
+    """The training input's state saved with checkpoint `step` (`save(..., input_state=)`).
+
+    Returns:
+      The JSON dict as saved, or None for a step saved without one (before checkpoints held
+      the input's state, or by `save` without `input_state`).
+
+    Raises:
+      CheckpointError: the state cannot be read, or does not match its saved digest.
+    """
+    where = f"checkpoint step {step} in {os.fspath(workdir)!r}"
+    damaged = _damaged_fix(workdir, step)
+    with _manager(workdir) as mngr:
+        try:
+            if _INPUT not in (mngr.item_metadata(step) or {}):
+                return None
+            state = mngr.restore(step, args=ocp.args.Composite(
+                **{_INPUT: ocp.args.JsonRestore()}))[_INPUT]
+            digest = _saved_digests(mngr, step).get(_INPUT)
+        except Exception as e:  # orbax raises many types for one bad file
+            raise CheckpointError(f"{where}: its input state cannot be read, it is damaged "
+                                  f"({_cause(e)}): {damaged}") from e
+    if digest is None or _json_digest(state) != digest:
+        raise CheckpointError(f"{where} is damaged: its input state does not match the digest "
+                              f"saved with it: {damaged}")
+    return state
 
 
 def load_params(workdir: str | os.PathLike, net: nnx.Module, step: int | None = None) -> int:

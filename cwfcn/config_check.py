@@ -57,6 +57,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.num_frames": (_positive, "an int >= 1"),
     "data.num_videos": (_positive, "an int >= 1"),
     "data.num_val": (_non_negative, "an int >= 0"),
+    "data.workers": (_non_negative, "an int >= 0 (input worker processes; 0 = in-process)"),
     # Not in configs/default.py (evaluate.py takes --schedule), checked where a config sets it.
     "clock.schedule": (_parses(clockwork.parse_schedule), clockwork.SCHEDULE_HELP),
     "clock.boundary_radius": (_positive, "an int >= 1 (pixels)"),

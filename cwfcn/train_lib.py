@@ -20,14 +20,16 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from cwfcn import checkpoint, config_check, distributed, metrics, model, weights
-from cwfcn.data import datasets, samples
-from cwfcn.data.training import make_batches, val_examples
+from cwfcn.data import datasets, samples, training
 from cwfcn.durable import append_json_line
 
+# The global batch of a step, as a run reads it (`training.make_batches`).
+make_batches = training.make_batches
 # FCN's deconvolution layers with lr_mult 0: fixed bilinear upsampling.
 UPSAMPLING_PARAMS = ("upscore2", "upscore_pool4")
 METRICS_FILE = "metrics.jsonl"
@@ -135,7 +137,7 @@ def predict(params, images: jax.Array, *, graphdef) -> jax.Array:
 
 def validate(config: ml_collections.ConfigDict, graphdef, params) -> dict[str, float]:
     """Mean IU and pixel accuracy of the full net (every stage fresh: the oracle) on
-    `val_examples(config)`.
+    `training.val_examples(config)`.
 
     Returns:
       {"val_mean_iu", "val_pixel_acc"}, from the confusion summed over the set.
@@ -143,7 +145,7 @@ def validate(config: ml_collections.ConfigDict, graphdef, params) -> dict[str, f
     mean = datasets.mean_bgr_of(config)
     num_classes = datasets.net_classes(config)
     hist = np.zeros((num_classes, num_classes), np.int64)
-    for images, labels in val_examples(config):
+    for images, labels in training.val_examples(config):
         preds = predict(params, model.preprocess(images, mean), graphdef=graphdef)
         hist += metrics.confusion(np.asarray(labels), np.asarray(preds), num_classes)
     s = metrics.scores(hist)
@@ -204,13 +206,50 @@ def _copy_convs(source: nnx.Module, target: nnx.Module) -> None:
             b.set_value(a[...])
 
 
+def host_shard(batch_size: int, mesh: Mesh | None) -> tuple[int, int]:
+    """(index, count): the block of every global batch's rows that this process feeds
+    (`distributed.host_rows`), for `training.make_input`; (0, 1) without a mesh."""
+    if mesh is None:
+        return 0, 1
+    rows = distributed.host_rows(batch_size, mesh)
+    size = rows.stop - rows.start
+    return rows.start // size, batch_size // size
+
+
+def _global_batch(mesh: Mesh, batch_size: int, rows):
+    """This process's rows of a global batch of `batch_size` as global arrays sharded by rows
+    over "data" (every process passes its own block, `host_shard`)."""
+    sharding = NamedSharding(mesh, P(distributed.DATA_AXIS))
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+        sharding, np.asarray(x), (batch_size, *x.shape[1:])), rows)
+
+
+def _open_input(config: ml_collections.ConfigDict, inputs: training.Input, workdir: str | None,
+                start: int) -> training.Reader:
+    """The reader of steps [start, config.train.steps): from the input state saved with
+    checkpoint `start` in `workdir`, or, for a checkpoint saved without one (an older
+    format), afresh at batch `start` (the same batches: a step's batch depends on it alone)."""
+    if workdir is None or start == 0:
+        return inputs.open(config.train.steps)
+    saved = checkpoint.restore_input(workdir, start)
+    if saved is None:
+        print(f"checkpoint step {start} in {workdir} holds no input state (saved by an older "
+              f"version): the input resumes at batch {start} by its index", file=sys.stderr)
+    return inputs.open(config.train.steps, start, saved,
+                       where=f"checkpoint step {start} in {workdir!r}")
+
+
 def train(
     config: ml_collections.ConfigDict, workdir: str | None = None, *, mesh: Mesh | None = None
 ) -> tuple[model.FCN8s, list[float]]:
     """Trains FCN-8s on `config.data` up to step `config.train.steps`.
 
+    The batches come from the data's grain pipeline (`training.make_input`): step s reads
+    the batch of index s, shuffled by `config.seed`, with `config.data.workers` processes.
     With a `workdir`, resumes from its latest checkpoint and saves every
-    `config.train.checkpoint_every` steps and at the end. Every `config.train.log_every`
+    `config.train.checkpoint_every` steps and at the end, each checkpoint with the input's
+    state (`training.Reader.state`), so a resumed run reads the batches an uninterrupted
+    one would. Every `config.train.log_every`
     steps (and at the end) it appends {"step", "loss" (mean since the last log),
     "images_per_s", "learning_rate"} to `<workdir>/metrics.jsonl`; every
     `config.train.eval_every` steps (0: never) it validates (`validate`) and appends
@@ -219,21 +258,22 @@ def train(
     With a `mesh` (`distributed.make_mesh`) it trains data-parallel: params and optimiser
     state replicated, each batch sharded by rows over the devices (`config.train.batch_size`
     must split over them), so `train_step` all-reduces the gradients. In a multi-process
-    run every process calls this; each feeds its own rows and only process 0 writes the log.
+    run every process calls this; each reads only its own rows (`host_shard`) and only
+    process 0 writes the log.
 
     Returns:
       The trained net and the loss of every step run by this call.
 
     Raises:
       ValueError: a bad config value (`config_check`), bad data, or a `workdir` that
-        cannot be written (`checkpoint.CheckpointError`).
+        cannot be written or a checkpoint that does not fit (`checkpoint.CheckpointError`).
     """
     config_check.check(config)
     if workdir is not None:
         checkpoint.check_writable(workdir)
     key, init_key = jax.random.split(jax.random.key(config.seed))
     graphdef, params = nnx.split(init_net(config, init_key))
-    batches = make_batches(config)
+    inputs = training.make_input(config, host_shard(config.train.batch_size, mesh))
     mean = datasets.mean_bgr_of(config)
     tx = make_optimizer(config)
     opt_state = tx.init(params)
@@ -243,6 +283,16 @@ def train(
         print(f"resuming from step {start} in {workdir}", file=sys.stderr)
     if mesh is not None:
         params, opt_state = distributed.replicate(mesh, (params, opt_state))
+    reader = _open_input(config, inputs, workdir, start)
+    try:
+        return _loop(config, workdir, mesh, reader, graphdef, params, opt_state, tx, mean,
+                     key, start)
+    finally:
+        reader.close()
+
+
+def _loop(config, workdir, mesh, reader, graphdef, params, opt_state, tx, mean, key, start):
+    """`train`'s steps [start, config.train.steps) on the batches of `reader`."""
     log = workdir is not None and jax.process_index() == 0
     losses = []
     bar = tqdm(range(start, config.train.steps), desc="train", file=sys.stderr,
@@ -251,9 +301,9 @@ def train(
     # Steps and images since the last log row, and when its throughput clock started.
     steps_since_log, images_since_log, log_clock = 0, 0, time.perf_counter()
     for step in bar:
-        images, labels = batches(step)
+        images, labels = next(reader)
         if mesh is not None:
-            images, labels = distributed.shard_batch(mesh, (images, labels))
+            images, labels = _global_batch(mesh, config.train.batch_size, (images, labels))
         params, opt_state, loss = train_step(params, opt_state, model.preprocess(images, mean),
                                              jnp.asarray(labels, jnp.int32),
                                              jax.random.fold_in(key, step),
@@ -277,6 +327,7 @@ def train(
                 append_metrics(workdir, {"step": completed, **val})
         if workdir is not None and is_due(completed, config.train.checkpoint_every, last):
             checkpoint.save(workdir, completed, params, opt_state,
+                            input_state=reader.state(completed),
                             max_to_keep=config.train.keep_checkpoints)
         if steps_since_log == 0:
             log_clock = time.perf_counter()  # throughput leaves validation and saving out

@@ -57,3 +57,30 @@ def test_optimizer_change_is_named(tmp_path):
     checkpoint.save(tmp_path, 1, params, optax.sgd(0.1, momentum=0.9).init(params))
     with pytest.raises(checkpoint.CheckpointError, match="another optimizer"):
         checkpoint.restore(tmp_path, params, optax.adam(1e-3).init(params))
+
+
+INPUT_STATE = {"format": "test", "next_step": 3, "grain": {"next_index": 3}, "list": [1, 2]}
+
+
+def test_input_state_is_saved_with_the_step_and_checked(tmp_path):
+    params = nnx.state(model.narrow_fcn8s(5, rngs=nnx.Rngs(0)))
+    checkpoint.save(tmp_path / "new", 3, params, input_state=INPUT_STATE)
+    assert checkpoint.restore_input(tmp_path / "new", 3) == INPUT_STATE
+    # A step saved without one (as before checkpoints held the input's state): None.
+    checkpoint.save(tmp_path / "old", 3, params)
+    assert checkpoint.restore_input(tmp_path / "old", 3) is None
+    assert checkpoint.restore(tmp_path / "old", params)[0] == 3
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda text: text.replace('"next_index": 3', '"next_index": 4'), "does not match the digest"),
+    (lambda text: text[:len(text) // 2], "input state cannot be read"),
+])
+def test_a_damaged_input_state_is_a_clear_error(tmp_path, damage, message):
+    params = nnx.state(model.narrow_fcn8s(5, rngs=nnx.Rngs(0)))
+    checkpoint.save(tmp_path, 3, params, input_state=INPUT_STATE)
+    (item,) = [p for p in (tmp_path / "3" / "input").iterdir() if "commit" not in p.name]
+    item.write_text(damage(item.read_text()))
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=rf"checkpoint step 3 .*{message}.*delete its directory"):
+        checkpoint.restore_input(tmp_path, 3)

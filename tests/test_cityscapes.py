@@ -199,3 +199,20 @@ def test_adaptive_runs_the_snippet_and_counts_the_first_frame_in_the_denominator
                                        mean_bgr=cityscapes.DATASET.mean_bgr)
     assert row["fired"] == [1.0, 1.0, 1.0]  # theta 0: every frame
     assert row["fired_ref"][-1] == pytest.approx(19 / 20)
+
+
+def test_read_gives_the_20_frames_to_each_labelled_one(city_root, monkeypatch):
+    videos = cityscapes.snippets(city_root, "val")
+    assert len(videos) == 5
+    video = videos[1]  # aachen_000001_000140
+    assert video.key == FRAME_IDS[1] and video.times == tuple(range(121, 141))
+    assert video.labelled == video.scored == (19,)
+    np.testing.assert_array_equal(video.label(19), cityscapes.read_label(city_root, "val",
+                                                                         FRAME_IDS[1]))
+    reads = []
+    real = cityscapes.read_rgb
+    monkeypatch.setattr(cityscapes, "read_rgb", lambda path, fix: reads.append(path.name) or
+                        real(path, fix))
+    (oracle,) = list(cityscapes.form(videos[:1], _sched("oracle"), "coin"))
+    assert reads == ["aachen_000000_000100_leftImg8bit.png"]  # the labelled frame alone
+    assert _last_frames(oracle) == [100]

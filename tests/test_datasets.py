@@ -92,3 +92,16 @@ def test_training_names_come_from_the_records():
 ])
 def test_is_due_every_period_and_at_the_end(completed, every, last, due):
     assert train_lib.is_due(completed, every, last) is due
+
+
+def test_a_prepared_name_resolves_through_the_prepared_reader(monkeypatch):
+    import sys
+    import types
+
+    import cwfcn.data
+
+    fake = types.ModuleType("cwfcn.data.prepared")
+    fake.record_of = lambda spec: voc.DATASET if spec == "tfds:p/images" else None
+    monkeypatch.setitem(sys.modules, "cwfcn.data.prepared", fake)
+    monkeypatch.setattr(cwfcn.data, "prepared", fake, raising=False)
+    assert datasets.get("tfds:p/images") is voc.DATASET

@@ -474,3 +474,23 @@ def test_schedules_run_the_entire_clips(tmp_path):
     assert [len(next(clips).frames) for _ in range(4)] == [1, 2, 3, 4]  # phases 0..3 of 5001
     with pytest.raises(ValueError, match="phase 2 needs 3"):
         list(nyud.clips(tmp_path, _sched("exponential"), "all"))
+
+
+def test_read_gives_every_10th_raw_frame_back_the_last_labelled(tmp_path, monkeypatch):
+    write_nyud(tmp_path, ["5001", "5002"])
+    write_clip(tmp_path, "5001", 35)  # 34, 24, 14, 4
+    write_clip(tmp_path, "5002", 12)  # 11, 1
+    videos = nyud.clip_set(tmp_path, "test")
+    assert len(videos) == 2
+    first, second = videos
+    assert (first.key, first.times, first.labelled, first.scored) == ("5001", (4, 14, 24, 34),
+                                                                       (3,), (3,))
+    assert (second.times, second.labelled, second.scored) == ((1, 11), (1,), (1,))
+    reads = []
+    real = nyud.read_rgb
+    monkeypatch.setattr(nyud, "read_rgb", lambda path, fix: reads.append(path.name) or
+                        real(path, fix))
+    (oracle, _) = nyud.form(nyud.clip_set(tmp_path, "test"), _sched("oracle"), "clip")
+    # The labelled frame of each clip alone: nothing before it is read.
+    assert reads == ["frame_34.png", "frame_11.png"]
+    assert oracle.frames[:, 0, 0, 0].tolist() == [34]

@@ -75,3 +75,69 @@ def test_phase_clip_puts_the_labelled_frame_last():
     assert [int(f[0, 0, 0]) for f in clip.frames] == [20, 10, 0]
     assert clip.scored == clip.counted == (2,) and clip.key == "f@2"
     assert (clip.labels[:2] == 255).all() and (clip.labels[2] == 3).all()
+
+
+def test_lazy_reads_each_item_once_on_first_access():
+    reads = []
+    items = protocol.Lazy(3, lambda i: reads.append(i) or 10 * i)
+    assert len(items) == 3 and reads == []
+    assert items[-1] == 20 and items[2] == 20 and items[0] == 0
+    assert reads == [2, 0]  # item 2 kept, item 1 never read
+    assert items[1:] == [10, 20] and list(items) == [0, 10, 20] and reads == [2, 0, 1]
+    with pytest.raises(IndexError):
+        items[3]
+    again = protocol.Lazy(2, lambda i: reads.append(i) or i, keep=False)
+    reads.clear()
+    assert [again[1], again[1]] == [1, 1] and reads == [1, 1]  # not kept: read each time
+    with pytest.raises(ValueError, match="count must be an int >= 0"):
+        protocol.Lazy(-1, str)
+    with pytest.raises(ValueError, match="read must be a function"):
+        protocol.Lazy(1, None)
+
+
+def _video(**changes):
+    frames = np.arange(4)[:, None, None, None] * np.ones((4, 2, 3, 3), np.uint8)
+    fields = dict(key="v", frames=frames, times=(3, 5, 9, 10), labelled=(1, 3),
+                  labels=np.stack([np.full((2, 3), 7, np.uint8), np.zeros((2, 3), np.uint8)]),
+                  scored=(3,))
+    return protocol.Video(**{**fields, **changes})
+
+
+def test_video_label_maps_fill_the_unlabelled_frames_with_255():
+    video = _video()
+    maps = video.label_maps()
+    assert maps.shape == (4, 2, 3) and maps.dtype == np.uint8
+    assert (maps[[0, 2]] == 255).all() and (maps[1] == 7).all() and (maps[3] == 0).all()
+    assert (video.label(1) == 7).all() and video.stacked() is video.frames
+    lazy = _video(frames=protocol.Lazy(4, lambda i: np.full((2, 3, 3), i, np.uint8)))
+    np.testing.assert_array_equal(lazy.stacked(), video.frames)
+    # No labels at all: the frames' size, every label 255.
+    bare = _video(labelled=(), labels=[], scored=())
+    assert bare.label_maps().shape == (4, 2, 3) and (bare.label_maps() == 255).all()
+    ((_, labels),) = list(protocol.pairs([video]))
+    np.testing.assert_array_equal(labels, maps)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"times": (3, 5, 9)}, "3 times for 4 frames"),
+    ({"times": (3, 5, 5, 10)}, "not increasing"),
+    ({"labelled": (1,)}, "2 label maps for 1 labelled"),
+    ({"labelled": (3, 1)}, r"labelled \(3, 1\) not increasing indices in 0\.\.3"),
+    ({"labelled": (1, 4)}, r"labelled \(1, 4\) not increasing indices"),
+    ({"scored": (2,)}, r"scored \(2,\) not all labelled \(1, 3\)"),
+    ({"scored": (-1,)}, r"scored \(-1,\) not increasing indices"),
+])
+def test_video_checks_its_lengths_and_indices(changes, message):
+    with pytest.raises(ValueError, match=rf"video 'v': .*{message}"):
+        _video(**changes)
+
+
+def test_labelled_videos_and_the_whole_form():
+    frames = np.zeros((5, 2, 2, 3), np.uint8)
+    labels = np.ones((5, 2, 2), np.uint8)
+    video = protocol.labelled_video("k", frames, labels, slice(2, None))
+    assert (video.times, video.labelled, video.scored) == ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4),
+                                                           (2, 3, 4))
+    clips = list(protocol.form_whole([video, video], None, "clip"))
+    assert [c.key for c in clips] == ["0", "1"]  # named by position, as before
+    assert clips[0].scored == clips[0].counted == (2, 3, 4) and clips[0].denominator == 3

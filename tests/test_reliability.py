@@ -38,7 +38,7 @@ from cwfcn import (
     train_lib,
 )
 from cwfcn import weights as weights_lib
-from cwfcn.data import datasets, files, sources, voc
+from cwfcn.data import datasets, files, protocol, sources, voc
 
 ROOT = Path(__file__).resolve().parents[1]
 C = 5  # the tiny config's classes
@@ -98,9 +98,9 @@ def _with(value, index, shape=(2, 16, 16, 3)) -> np.ndarray:
 
 def _bad_labels_source():
     labels = np.full((1, 8, 8), 7, np.uint8)  # class 7 of a 5-class set
-    videos = sources.whole_videos(lambda: iter([(np.zeros((1, 8, 8, 3), np.uint8), labels)]),
-                                  slice(None))
-    return sources.Source("bad", C, datasets.get("voc").mean_bgr, videos)
+    videos = [protocol.labelled_video("bad", np.zeros((1, 8, 8, 3), np.uint8), labels,
+                                      slice(None))]
+    return sources.Source("bad", C, datasets.get("voc").mean_bgr, videos, protocol.form_whole)
 
 
 def _config(**values):

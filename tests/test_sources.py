@@ -45,3 +45,36 @@ def test_sample_source_is_the_translated_photos_then_the_street_clip():
 def test_bad_specs_raise_clear_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         sources.open_source(spec)
+
+
+def test_a_tfds_spec_is_opened_by_the_prepared_reader(monkeypatch):
+    import sys
+    import types
+
+    import cwfcn.data
+
+    calls = []
+    fake = types.ModuleType("cwfcn.data.prepared")
+    fake.open_prepared = lambda spec, data_dir, config=None: calls.append(
+        (spec, data_dir, config)) or "opened"
+    monkeypatch.setitem(sys.modules, "cwfcn.data.prepared", fake)
+    monkeypatch.setattr(cwfcn.data, "prepared", fake, raising=False)
+    assert sources.open_source(" tfds:cwfcn_nyud/clips:test", data_dir="/prepared") == "opened"
+    assert calls == [("cwfcn_nyud/clips:test", "/prepared", None)]
+    assert "tfds:NAME[/CONFIG][:SPLIT]" in sources.SOURCE_HELP
+
+
+def test_make_source_forms_the_videos_it_is_given():
+    from cwfcn import clockwork
+    from cwfcn.data import protocol
+
+    record = datasets.get("synthetic")
+    entry = record.videos["synthetic"]
+    frames = np.zeros((3, 4, 4, 3), np.uint8)
+    video = protocol.labelled_video("a", frames, np.ones((3, 4, 4), np.uint8), slice(2, None))
+    config = tiny.get_config()
+    source = sources.make_source("mine", record, entry, [video], config)
+    assert (source.name, source.num_classes) == ("mine", config.model.num_classes)
+    (clip,) = source.clips(clockwork.parse_schedule("oracle"))
+    assert clip.scored == (2,) and (clip.labels == 1).all()
+    assert sources.make_source("mine", record, entry, [video]).num_classes == record.num_classes

@@ -24,3 +24,16 @@ def test_scene_is_reproducible_from_its_generator():
     c = synthetic.scene(np.random.default_rng(8), 32, 32, 4)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[1], c[1])
+
+
+def test_scenes_are_the_same_in_any_order():
+    """Video i of `scenes` is the i-th drawn from one seeded generator, however visited."""
+    kw = dict(seed=3, num_videos=3, size=12, shift=2, num_frames=4, num_classes=5)
+    rng = np.random.default_rng(3)
+    drawn = [synthetic.scene(rng, 12 + 2 * 3, 12, 5) for _ in range(3)]
+    videos = synthetic.scenes(**kw)
+    for i in (2, 0, 1, 2):
+        video = videos[i]
+        np.testing.assert_array_equal(video.frames[0], drawn[i][0][:12])  # the first window
+        np.testing.assert_array_equal(video.label_maps()[3], drawn[i][1][6:])  # the last
+        assert video.scored == (2, 3) and video.key == f"scene {i}"

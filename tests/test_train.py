@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -220,16 +221,29 @@ def test_sbd_batches_visit_each_image_once_per_epoch_with_flips(tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
-def test_sbd_needs_batch_size_one(tmp_path):
+def test_sbd_batches_of_several_need_images_of_one_size(tmp_path):
     root = tmp_path / "benchmark_RELEASE"
-    _write_sbd(root, {"a": (8, 8)})
+    written = _write_sbd(root, {"a": (8, 8), "b": (8, 8), "c": (6, 8), "d": (8, 8)})
     config = tiny.get_config()
     config.data.name = "sbd"
     config.data.root = str(root)
     config.data.split = "train"
     config.train.batch_size = 2
-    with pytest.raises(ValueError, match="batch_size = 1"):
-        training.make_batches(config)
+    batches = training.make_batches(config)
+    sizes = []
+    for step in range(6):
+        try:
+            images, labels = batches(step)
+        except ValueError as e:  # a batch holding "c" and another
+            assert re.search(r"different sizes \[\(6, 8\), \(8, 8\)\].*batch_size = 1", str(e))
+            sizes.append(None)
+            continue
+        assert images.shape[0] == 2 and labels.shape == images.shape[:3]
+        for label in labels:
+            assert any(np.array_equal(label, w[1]) or np.array_equal(label, w[1][:, ::-1])
+                       for w in written.values())
+        sizes.append(images.shape[1:3])
+    assert None in sizes and (8, 8) in sizes
 
 
 def test_unknown_data_name_is_refused():

@@ -243,3 +243,17 @@ def test_download_from_file_url(tmp_path):
     root = voc.download(tmp_path / "data", url=archive.as_uri(), sha256=sha, progress=False)
     assert root == tmp_path / "data" / "VOCtrainval_25-May-2011" / "TrainVal" / "VOCdevkit"
     np.testing.assert_array_equal(voc.read_label(root, "2008_000001"), written["2008_000001"][1])
+
+
+def test_translated_read_scores_frames_2_on(tmp_path):
+    root = tmp_path / "VOCdevkit"
+    write_voc(root, {"2008_000007": (40, 30), "2008_000008": (30, 40)},
+              {"val": ["2008_000007", "2008_000008"]})
+    videos = voc.translated(root, 4, split="val")
+    assert len(videos) == 2
+    for video, image_id in zip(videos, ["2008_000007", "2008_000008"], strict=True):
+        assert video.key == image_id and video.times == video.labelled == (0, 1, 2, 3, 4, 5)
+        assert video.scored == (2, 3, 4, 5)  # the paper's frames 2..5
+        assert video.frames.shape[0] == 6 and video.label_maps().shape == video.frames.shape[:3]
+    (clip, _) = voc.DATASET.videos["pascal-translated"].form(videos, None, "clip")
+    assert clip.key == "0" and clip.scored == clip.counted == (2, 3, 4, 5)

@@ -329,3 +329,32 @@ def test_full_rate_source_for_fig7(tmp_path):
     (clip,) = list(source.clips(_sched("adaptive-pixel:0.1")))
     assert len(clip.frames) == 22 and clip.frames.shape[1:3] == (400, 500)
     assert clip.scored == (0, 10, 20) and clip.counted == tuple(range(1, 22))
+
+
+def test_read_holds_the_scored_frames_and_those_10_and_20_back(shot_root, monkeypatch):
+    write_full_shot(shot_root, "horse/0001/001", 40, [5, 22, 37])
+    videos = youtube.shots(shot_root, max_dim=W)
+    assert [v.key for v in videos] == ["cat/0001/001", "horse/0001/001"]  # dog: nothing >= 21
+    cat, horse = videos
+    # cat: scored 21, 31, 41; back 10 and 20 from them: 1, 11 (masked too, not scored).
+    assert (cat.times, cat.labelled, cat.scored) == ((1, 11, 21, 31, 41), (0, 1, 2, 3, 4),
+                                                     (2, 3, 4))
+    # horse: scored 22 (back: 12, 2) and 37 (back: 27, 17, 7); 5 is no frame's past.
+    assert (horse.times, horse.labelled, horse.scored) == ((2, 7, 12, 17, 22, 27, 37),
+                                                           (4, 6), (4, 6))
+    np.testing.assert_array_equal(horse.label(6), np.where(mask(37 % 7 + 2) > 0, 8, 0))
+    reads = []
+    real = youtube.read_frame
+    monkeypatch.setattr(youtube, "read_frame", lambda root, shot_id, n, max_dim: reads.append(n)
+                        or real(root, shot_id, n, max_dim))
+    clips = list(youtube.form(youtube.shots(shot_root, ["horse/0001/001"], max_dim=W),
+                              _sched("pipeline2"), "all"))
+    assert [_numbers(c) for c in clips] == [[12, 22], [27, 37]] and sorted(reads) == [12, 22,
+                                                                                      27, 37]
+
+
+def test_full_rate_read_holds_every_frame_from_the_first_labelled(tmp_path):
+    write_full_shot(tmp_path, "cat/0001/001", 25, [4, 14, 24])
+    (video,) = youtube.full_rate_shots(tmp_path)  # read nothing but the listings
+    assert video.times == tuple(range(4, 26))
+    assert video.labelled == video.scored == (0, 10, 20)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -174,13 +174,14 @@ def read_label(root: str | os.PathLike[str], split: str, frame_id: str) -> np.nd
     return to_train_ids(label_ids)
 
 
-def read_snippet(
+def snippet(
     root: str | os.PathLike[str],
     split: str,
     frame_id: str,
     num_frames: int = DEFAULT_NUM_FRAMES,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``num_frames`` sequence frames ending at labelled frame ``frame_id``.
+) -> protocol.Video:
+    """The ``num_frames`` sequence frames ending at labelled frame ``frame_id``, as a
+    `protocol.Video`, nothing read yet.
 
     Args:
       root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
@@ -189,24 +190,47 @@ def read_snippet(
       num_frames: T, 1..20: the labelled frame and the T-1 frames before it.
 
     Returns:
+      A video keyed ``frame_id``: T frames uint8 ``[H, W, 3]`` (a `protocol.Lazy`, each read
+      and checked against the label's size when first used) at times ``f-T+1 .. f`` (their
+      sequence frame numbers), the last labelled (trainIds, uint8 ``[H, W]``) and scored.
+
+    Raises:
+      ValueError: a bad ``num_frames`` or frame id (now); a frame's size differs from the
+        label's (when read).
+      MissingFileError: a sequence frame or the label is missing (when read).
+    """
+    _check_num_frames(num_frames)
+    city, seq, last = parse_frame_id(frame_id)
+    times = tuple(range(last - num_frames + 1, last + 1))
+    labels = protocol.Lazy(1, lambda i: read_label(root, split, frame_id))
+
+    def frame(i: int) -> np.ndarray:
+        path = frame_path(root, split, city, seq, times[i])
+        image = read_rgb(path, _FIX)
+        check_same_size(image, labels[0], path, label_path(root, split, frame_id))
+        return image
+
+    return protocol.Video(frame_id, protocol.Lazy(num_frames, frame), times,
+                          (num_frames - 1,), labels, (num_frames - 1,))
+
+
+def read_snippet(
+    root: str | os.PathLike[str],
+    split: str,
+    frame_id: str,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``num_frames`` sequence frames ending at labelled frame ``frame_id`` (`snippet`).
+
+    Returns:
       ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``; ``labels[:-1]`` are all 255.
 
     Raises:
       MissingFileError: a sequence frame or the label is missing.
       ValueError: a frame's size differs from the label's, or a bad ``num_frames``.
     """
-    _check_num_frames(num_frames)
-    city, seq, last = parse_frame_id(frame_id)
-    label = read_label(root, split, frame_id)
-    frames = []
-    for frame in range(last - num_frames + 1, last + 1):
-        path = frame_path(root, split, city, seq, frame)
-        image = read_rgb(path, _FIX)
-        check_same_size(image, label, path, label_path(root, split, frame_id))
-        frames.append(image)
-    labels = np.full((num_frames, *label.shape), IGNORE_LABEL, np.uint8)
-    labels[-1] = label
-    return np.stack(frames), labels
+    video = snippet(root, split, frame_id, num_frames)
+    return video.stacked(), video.label_maps()
 
 
 def read_example(
@@ -229,13 +253,13 @@ def _check_num_frames(num_frames: int) -> None:
         )
 
 
-def videos(
+def snippets(
     root: str | os.PathLike[str],
     split: str = "val",
     num_frames: int = DEFAULT_NUM_FRAMES,
     ids: Iterable[str] | None = None,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield `read_snippet` videos for the labelled frames of a split.
+) -> Sequence[protocol.Video]:
+    """READ of `--data cityscapes`: the `snippet` of each labelled frame of a split.
 
     Args:
       root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
@@ -244,35 +268,93 @@ def videos(
       ids: labelled frame ids to read, in this order; all of the split's if None.
 
     Returns:
-      An iterator of ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with labels on
-      the last frame only; the split is listed now (a missing directory raises here), the
-      frames are read lazily.
+      The videos, in id order; the split is listed (a missing directory raises here) and
+      the ids checked now, the frames read when used.
     """
     _check_num_frames(num_frames)
     _split_dir(root, "leftImg8bit_sequence", split)
     ids = labelled_frame_ids(root, split) if ids is None else list(ids)
     for frame_id in ids:
         parse_frame_id(frame_id)  # reject bad ids now, not halfway through
-    return (read_snippet(root, split, frame_id, num_frames) for frame_id in ids)
+    return protocol.Lazy(len(ids), lambda i: snippet(root, split, ids[i], num_frames),
+                         keep=False)
+
+
+def videos(
+    root: str | os.PathLike[str],
+    split: str = "val",
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    ids: Iterable[str] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The `snippets` of a split as ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``
+    with labels on the last frame only; the split is listed now, the frames read lazily."""
+    return protocol.pairs(snippets(root, split, num_frames, ids))
+
+
+def form(videos: Sequence[protocol.Video], schedule, phase: str = "coin"
+         ) -> Iterator[protocol.Clip]:
+    """FORM of Cityscapes: the clips a schedule runs, as cityscapes-clockwork-exp runs them.
+
+    Per labelled frame (a `snippets` video, the labelled frame last), by the schedule's kind
+    (`protocol.kind`):
+      - stateless (oracle, truncated baselines): the labelled frame alone (cell 6), read
+        alone;
+      - fixed: the phase policy (`protocol.PHASES`) picks phase k; the clip is the last
+        k + 1 frames of the snippet, scoring the labelled one. The reference's "coin"
+        (cells 9 and 11): < 0.5 runs the full net on the previous frame, then the cached
+        step on the labelled frame (k = 1), else the full net on it (k = 0); skip draws
+        first and alternating continues the stream (`COIN_ORDER`); "clip" is the snippet's
+        own start (k = 19);
+      - adaptive (cell 13) and pipelines (no reference: their steady state): the whole
+        20-frame snippet, scoring the labelled (last) frame; the fraction fired counts the
+        19 frames after the first, whose forced full run is in the denominator only
+        (``num_frames += 1`` for it, no ``num_update_frames``).
+
+    Args:
+      videos: the snippets (raw or prepared), in the reference's order.
+      schedule: a `clockwork.Schedule`, or the evaluator's baseline.
+      phase: the fixed schedules' phase policy ("coin", the reference's, by default).
+
+    Returns:
+      An iterator of `protocol.Clip`s, read lazily (the phases drawn now).
+    """
+    kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
+    if kind == "fixed" and phase == "clip":
+        phase = "fixed:19"  # the snippet's own start: 19 frames after the full run
+    name = getattr(schedule, "name", "")
+    offset = COIN_ORDER.index(name) * len(videos) if name in COIN_ORDER else 0
+    per_frame = (protocol.phases(phase, schedule.cycle, len(videos), coin_offset=offset)
+                 if kind == "fixed" else None)
+    deepest = max((k for ks in per_frame or () for k in ks), default=0)
+    if deepest >= DEFAULT_NUM_FRAMES:
+        raise ValueError(f"phase {deepest} needs {deepest} frames before the labelled one; the "
+                         f"sequence release has {SNIPPET_LABELLED_INDEX}: pick a smaller phase")
+    return _clips(videos, kind, per_frame)
+
+
+def _clips(videos: Sequence[protocol.Video], kind: str, per_frame
+           ) -> Iterator[protocol.Clip]:
+    for i, video in enumerate(videos):
+        t = len(video.frames)
+        if kind == "frame":
+            yield protocol.whole(np.stack([video.frames[t - 1]]),
+                                 np.stack([video.label(t - 1)]), (0,), key=video.key)
+        elif per_frame is None:
+            yield protocol.after_full_run(video.stacked(), video.label_maps(), (t - 1,),
+                                          video.key)
+        else:
+            for k in per_frame[i]:
+                frames = np.stack(list(video.frames[t - 1 - k:]))
+                labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+                labels[-1] = video.label(t - 1)
+                yield protocol.Clip(frames, labels, (k,), (k,), 1, f"{video.key}@{k}")
 
 
 def clips(
     root: str | os.PathLike[str], schedule, phase: str = "coin", split: str = "val",
     ids: Iterable[str] | None = None,
 ) -> Iterator[protocol.Clip]:
-    """The clips a schedule runs on Cityscapes, as cityscapes-clockwork-exp runs them.
-
-    Per labelled frame of the split, by the schedule's kind (`protocol.kind`):
-      - stateless (oracle, truncated baselines): the labelled frame alone (cell 6);
-      - fixed: the phase policy (`protocol.PHASES`) picks phase k; the clip is the last
-        k + 1 frames of the snippet, scoring the labelled one. The reference's "coin"
-        (cells 9 and 11): < 0.5 runs the full net on the previous frame, then the cached
-        step on the labelled frame (k = 1), else the full net on it (k = 0); skip draws
-        first and alternating continues the stream (`COIN_ORDER`);
-      - adaptive (cell 13) and pipelines (no reference: their steady state): the whole
-        20-frame snippet, scoring the labelled (last) frame; the fraction fired counts the
-        19 frames after the first, whose forced full run is in the denominator only
-        (``num_frames += 1`` for it, no ``num_update_frames``).
+    """The clips a schedule runs on Cityscapes (`form`) over a split's `snippets`.
 
     Args:
       root: the directory holding ``gtFine/`` and ``leftImg8bit_sequence/``.
@@ -285,34 +367,7 @@ def clips(
       An iterator of `protocol.Clip`s, read lazily (the split is listed, the phases drawn,
       now).
     """
-    kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
-    if kind == "fixed" and phase == "clip":
-        phase = "fixed:19"  # the snippet's own start: 19 frames after the full run
-    _split_dir(root, "leftImg8bit_sequence", split)
-    ids = labelled_frame_ids(root, split) if ids is None else list(ids)
-    name = getattr(schedule, "name", "")
-    offset = COIN_ORDER.index(name) * len(ids) if name in COIN_ORDER else 0
-    per_frame = (protocol.phases(phase, schedule.cycle, len(ids), coin_offset=offset)
-                 if kind == "fixed" else None)
-    deepest = max((k for ks in per_frame or () for k in ks), default=0)
-    if deepest >= DEFAULT_NUM_FRAMES:
-        raise ValueError(f"phase {deepest} needs {deepest} frames before the labelled one; the "
-                         f"sequence release has {SNIPPET_LABELLED_INDEX}: pick a smaller phase")
-    return _clips(root, split, kind, per_frame, ids)
-
-
-def _clips(root, split: str, kind: str, per_frame, ids: list[str]) -> Iterator[protocol.Clip]:
-    for i, frame_id in enumerate(ids):
-        if kind == "frame":
-            frames, labels = read_snippet(root, split, frame_id, 1)
-            yield protocol.whole(frames, labels, (0,), key=frame_id)
-        elif per_frame is None:
-            frames, labels = read_snippet(root, split, frame_id)
-            yield protocol.after_full_run(frames, labels, (len(frames) - 1,), frame_id)
-        else:
-            for k in per_frame[i]:
-                frames, labels = read_snippet(root, split, frame_id, k + 1)
-                yield protocol.Clip(frames, labels, (k,), (k,), 1, f"{frame_id}@{k}")
+    return form(snippets(root, split, ids=ids), schedule, phase)
 
 
 # The gtFine-labelled frames by split (2975 train, 500 val).
@@ -320,9 +375,7 @@ IMAGES = datasets.Images(labelled_frame_ids, read_example, "val")
 
 # `--data cityscapes`: the val split's snippets (`clips`), the directory checked when it opens.
 VIDEOS = datasets.Videos(
-    datasets.listed_clips(
-        lambda root: labelled_frame_ids(root, "val"),
-        lambda root, schedule, phase, ids: clips(root, schedule, phase, "val", ids)),
+    lambda request: snippets(request.root, "val"), form,
     "val, 20-frame snippets, seeded coin phases (cityscapes-clockwork-exp)", "cityscapes",
     phase="coin", phases=protocol.PHASES)
 

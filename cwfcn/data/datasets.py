@@ -17,20 +17,23 @@ import dataclasses
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-# `(schedule, phase) -> iterator of protocol.Clip`: what a schedule runs and scores.
-ClipMaker = Callable[[Any, str], Iterator[Any]]
+# READ: `Request -> Sequence[protocol.Video]`, the videos a spec names.
+Read = Callable[["Request"], Sequence[Any]]
+# FORM: `(videos, schedule, phase) -> iterator of protocol.Clip`: what a schedule runs and
+# scores on `videos` (Sequence[protocol.Video]), the phase already checked.
+Form = Callable[[Sequence[Any], Any, str], Iterator[Any]]
 # `step -> (images uint8 RGB [N, H, W, 3], labels uint8 [N, H, W])`.
 Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """What `sources.open_source` was asked to open, for `Videos.make_clips`.
+    """What `sources.open_source` was asked to open, for `Videos.read`.
 
     Attributes:
       root: the data set's directory (`--data-dir`); None where `Videos.needs_dir` is False.
@@ -47,12 +50,20 @@ class Request:
 
 @dataclasses.dataclass(frozen=True)
 class Videos:
-    """One evaluation source of a data set (a `--data` spec): how its videos are formed,
-    which frames are scored, and which phase policies (`protocol.PHASES`) it takes.
+    """One evaluation source of a data set (a `--data` spec): how its raw files become videos
+    (READ), how a schedule runs them (FORM), and which phase policies (`protocol.PHASES`) it
+    takes. Raw reading is `form(read(request), schedule, phase)`; a prepared (TFDS) set
+    stores `read(request)` and is formed by the same `form`.
 
     Attributes:
-      make_clips: `Request -> ClipMaker`: the clips, read lazily each time. Raises
-        ValueError on a wrong root (checked now, before any work).
+      read: `Request -> Sequence[protocol.Video]`: lists the videos now (a wrong root or
+        argument raises ValueError here, before any work) and reads each, and its frames,
+        lazily on access. It applies the build-time protocol (label mapping, resizing,
+        cropping, which frames a video holds) and sets each video's `scored` frames.
+      form: `(videos, schedule, phase) -> iterator of protocol.Clip`: the clips `schedule`
+        runs, what depends on the schedule (phases, pipeline warm-ups, frames alone for the
+        stateless ones, coin draws); `phase` is already checked and defaulted. It reads only
+        the frames its clips use.
       protocol: the reference the protocol follows, for tables and results.
       help: the spec as `sources.SOURCE_HELP` lists it.
       phase: the default phase policy of fixed schedules (the reference's).
@@ -64,7 +75,8 @@ class Videos:
         `mean_bgr_of`: synthetic scenes, an unlabelled video), not the record's.
     """
 
-    make_clips: Callable[[Request], ClipMaker]
+    read: Read
+    form: Form
     protocol: str
     help: str
     phase: str = "clip"
@@ -73,18 +85,6 @@ class Videos:
     args: tuple[str, ...] | None = None
     args_help: str = ""
     config_classes: bool = False
-
-
-def listed_clips(list_ids: Callable[[str], list[str]],
-                 clips: Callable[[str, Any, str, list[str]], Iterator[Any]]
-                 ) -> Callable[[Request], ClipMaker]:
-    """A `Videos.make_clips` over the ids a data directory lists: `list_ids(root)` runs now (so
-    a wrong directory fails before any work), `clips(root, schedule, phase, ids)` per
-    schedule."""
-    def make_clips(request: Request) -> ClipMaker:
-        ids = list_ids(request.root)
-        return lambda schedule, phase: clips(request.root, schedule, phase, ids)
-    return make_clips
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,16 +115,26 @@ class Images:
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """What a `config.data.name` trains and validates on.
+    """What a `config.data.name` trains and validates on; `training.make_input` builds its
+    grain pipeline from exactly one of `batches` and `examples`.
 
     Attributes:
-      batches: `config -> Batches`, a pure function of (seed, step).
+      batches: `config -> Batches`: whole global batches by step, a pure function of
+        (seed, step) (synthetic scenes); or None where `examples` is given.
       validation: `config -> iterator of (images uint8 [N, H, W, 3], labels uint8
         [N, H, W])`, the validation set.
+      examples: `config -> Sequence of (image uint8 RGB [H, W, 3], label uint8 [H, W])`:
+        the training examples, random access (len, [i] reads one); the pipeline shuffles
+        them every epoch, flips, batches and shards them by host. None where `batches` is.
     """
 
-    batches: Callable[[Any], Batches]
+    batches: Callable[[Any], Batches] | None
     validation: Callable[[Any], Iterator[tuple[np.ndarray, np.ndarray]]]
+    examples: Callable[[Any], Sequence[tuple[np.ndarray, np.ndarray]]] | None = None
+
+    def __post_init__(self):
+        if (self.batches is None) == (self.examples is None):
+            raise ValueError("a Training takes exactly one of batches (by step) and examples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,11 +194,16 @@ def registry() -> dict[str, DataSet]:
 
 
 def get(name: str) -> DataSet:
-    """The record of a data set, by its name or any spec or training name it answers.
+    """The record of a data set, by its name or any spec or training name it answers, or
+    of a prepared set "tfds:NAME[/CONFIG][:SPLIT]" (`cwfcn.data.prepared.record_of`).
 
     Raises:
       ValueError: no data set has that name.
     """
+    if name.strip().lower().startswith("tfds:"):
+        from cwfcn.data import prepared  # tensorflow_datasets only when asked for
+
+        return prepared.record_of(name)
     records = registry()
     if name not in records:
         raise ValueError(f"unknown data set {name!r}; use one of {sorted(records)}")

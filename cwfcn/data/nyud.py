@@ -248,10 +248,10 @@ def subsample(paths: list[Path], stride: int, num_frames: int | None) -> list[Pa
     return kept if num_frames is None else kept[-num_frames:]
 
 
-def read_clip(
+def clip_video(
     root: str | os.PathLike[str], image_id: str, stride: int = 10, num_frames: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The clip of labelled frame ``image_id``, labels on its last frame only.
+) -> protocol.Video:
+    """The clip of labelled frame ``image_id`` as a `protocol.Video`, nothing read yet.
 
     Args:
       root: the NYUD directory.
@@ -261,22 +261,58 @@ def read_clip(
       num_frames: keep at most this many frames (the latest), or all with None.
 
     Returns:
+      A video keyed ``image_id``: T frames uint8 ``[H, W, 3]`` (a `protocol.Lazy`, each read
+      and checked against the label's size when first used), times their raw indices ``k``,
+      the last frame labelled (classes 0..39, void 255) and scored.
+
+    Raises:
+      MissingFileError: the clip directory is missing or empty (now); the label file or a
+        frame (when read).
+      ValueError: a bad stride / num_frames (now); a frame whose size differs from the
+        label's (when read).
+    """
+    paths = subsample(clip_frame_paths(root, image_id), stride, num_frames)
+    labels = protocol.Lazy(1, lambda i: read_label(root, image_id))
+
+    def frame(i: int) -> np.ndarray:
+        image = read_rgb(paths[i], _CLIP_FIX)
+        check_same_size(image, labels[0], paths[i], label_path(root, image_id))
+        return image
+
+    last = len(paths) - 1
+    return protocol.Video(image_id, protocol.Lazy(len(paths), frame),
+                          tuple(frame_index(path) for path in paths), (last,), labels, (last,))
+
+
+def read_clip(
+    root: str | os.PathLike[str], image_id: str, stride: int = 10, num_frames: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clip of labelled frame ``image_id`` (`clip_video`), labels on its last frame only.
+
+    Returns:
       ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`` with ``labels[:-1]`` all 255.
 
     Raises:
       MissingFileError: the clip or the label file is missing.
       ValueError: a frame's size differs from the label's, or a bad stride / num_frames.
     """
-    paths = subsample(clip_frame_paths(root, image_id), stride, num_frames)
-    label = read_label(root, image_id)
-    frames = []
-    for path in paths:
-        frame = read_rgb(path, _CLIP_FIX)
-        check_same_size(frame, label, path, label_path(root, image_id))
-        frames.append(frame)
-    labels = np.full((len(frames), *label.shape), IGNORE_LABEL, np.uint8)
-    labels[-1] = label
-    return np.stack(frames), labels
+    video = clip_video(root, image_id, stride, num_frames)
+    return video.stacked(), video.label_maps()
+
+
+def clip_set(
+    root: str | os.PathLike[str], split: str = "test", stride: int = 10,
+    num_frames: int | None = None,
+) -> Sequence[protocol.Video]:
+    """READ of `--data nyud`: the `clip_video` of each id of a split, in split order.
+
+    The split file is read (and the arguments checked) now; each clip is listed when its
+    video is read, its frames when they are used. Every id of the split needs a clip.
+    """
+    ids = split_ids(root, split)
+    _check_clip_args(stride, num_frames)  # now, not at the first video
+    return protocol.Lazy(len(ids), lambda i: clip_video(root, ids[i], stride, num_frames),
+                         keep=False)
 
 
 def clip_videos(
@@ -285,30 +321,66 @@ def clip_videos(
     stride: int = 10,
     num_frames: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield `read_clip` videos for each id of a split, in split order.
+    """`read_clip` videos for each id of a split (`clip_set`), in split order: ``(frames
+    uint8 [T, H, W, 3], labels uint8 [T, H, W])``. The split file is read now; clips are
+    read lazily."""
+    return protocol.pairs(clip_set(root, split, stride, num_frames))
 
-    The split file is read now; clips are read lazily. Every id of the split needs a clip.
+
+def form(videos: Sequence[protocol.Video], schedule, phase: str = "clip"
+         ) -> Iterator[protocol.Clip]:
+    """FORM of NYUDv2: the clips a schedule runs, labelled frame by labelled frame.
+
+    The authors' code has no NYUD experiment; the paper (section 5): "Our pipelined and
+    fixed-rate clockwork FCNs are run on the entire clips and accuracy is reported for those
+    frames included in the segmentation test set". So by default (phase "clip") every
+    schedule runs over the whole clip (`clip_set`: every 10th raw frame back to the video's
+    start, datasets/nyud_seg.py `list_preceding_frames`), and scores its last frame, the
+    labelled one; the fraction fired counts its frames after the first, the first (a forced
+    full run) in the denominator, as the reference counts Cityscapes'. Stateless schedules
+    (oracle, truncated baselines) run the labelled frame alone (reading only it). A fixed
+    schedule under another phase policy (`protocol.PHASES`) runs the last k + 1 frames of
+    the clip for each phase k.
+
+    Args:
+      videos: `clip_set`'s videos (or their prepared copies): the labelled frame last.
+      schedule: a `clockwork.Schedule`, or the evaluator's baseline (`protocol.kind`).
+      phase: the fixed schedules' phase policy.
+
+    Returns:
+      An iterator of `protocol.Clip`s, read lazily (the phases are drawn now).
     """
-    ids = split_ids(root, split)
-    _check_clip_args(stride, num_frames)  # now, not at the first video
-    return (read_clip(root, image_id, stride, num_frames) for image_id in ids)
+    kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
+    per_frame = (protocol.phases(phase, schedule.cycle, len(videos))
+                 if kind == "fixed" and phase != "clip" else None)
+    return _clips(videos, kind, per_frame)
+
+
+def _clips(videos: Sequence[protocol.Video], kind: str, per_frame
+           ) -> Iterator[protocol.Clip]:
+    for i, video in enumerate(videos):
+        last = len(video.frames) - 1
+        if kind == "frame":  # the labelled frame alone: read no more
+            yield protocol.whole(np.stack([video.frames[last]]), np.stack([video.label(last)]),
+                                 (0,), key=video.key)
+        elif per_frame is None:
+            yield protocol.after_full_run(video.stacked(), video.label_maps(), (last,),
+                                          video.key)
+        else:
+            for k in per_frame[i]:
+                if k > last:
+                    raise ValueError(
+                        f"NYUD clip {video.key} has {last + 1} frames: phase {k} needs "
+                        f"{k + 1}; pick a smaller phase (--phase fixed:K) or --phase clip")
+                yield protocol.phase_clip(lambda back, v=video, n=last: v.frames[n - back],
+                                          video.label(last), k, key=video.key)
 
 
 def clips(
     root: str | os.PathLike[str], schedule, phase: str = "clip", split: str = "test",
     stride: int = 10,
 ) -> Iterator[protocol.Clip]:
-    """The clips a schedule runs on NYUDv2, labelled frame by labelled frame of a split.
-
-    The authors' code has no NYUD experiment; the paper (section 5): "Our pipelined and
-    fixed-rate clockwork FCNs are run on the entire clips and accuracy is reported for those
-    frames included in the segmentation test set". So by default (phase "clip") every
-    schedule runs over the whole clip, every `stride`-th raw frame back to the video's start
-    (datasets/nyud_seg.py `list_preceding_frames`), and scores its last frame, the labelled
-    one; the fraction fired counts its frames after the first, the first (a forced full
-    run) in the denominator, as the reference counts Cityscapes'. Stateless schedules (oracle,
-    truncated baselines) run the labelled frame alone. A fixed schedule under another phase
-    policy (`protocol.PHASES`) runs the last k + 1 frames of the clip for each phase k.
+    """The clips a schedule runs on NYUDv2 (`form`) over the clips of a split (`clip_set`).
 
     Args:
       root: the NYUD directory with ``clips/`` (see `prepare_clips`).
@@ -320,37 +392,12 @@ def clips(
     Returns:
       An iterator of `protocol.Clip`s, read lazily (the split is listed now).
     """
-    kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
-    ids = split_ids(root, split)
-    _check_clip_args(stride, None)
-    per_frame = (protocol.phases(phase, schedule.cycle, len(ids))
-                 if kind == "fixed" and phase != "clip" else None)
-    return _clips(root, kind, per_frame, ids, stride)
-
-
-def _clips(root, kind: str, per_frame, ids: list[str], stride: int) -> Iterator[protocol.Clip]:
-    for i, image_id in enumerate(ids):
-        if kind == "frame":  # the labelled frame alone: read no more
-            frames, labels = read_clip(root, image_id, stride, num_frames=1)
-            yield protocol.whole(frames, labels, (0,), key=image_id)
-            continue
-        frames, labels = read_clip(root, image_id, stride)
-        if per_frame is None:
-            yield protocol.after_full_run(frames, labels, (len(frames) - 1,), image_id)
-        else:
-            for k in per_frame[i]:
-                if k >= len(frames):
-                    raise ValueError(
-                        f"NYUD clip {image_id} has {len(frames)} frames: phase {k} needs "
-                        f"{k + 1}; pick a smaller phase (--phase fixed:K) or --phase clip")
-                yield protocol.phase_clip(lambda back, f=frames: f[-1 - back],
-                                          labels[-1], k, key=image_id)
+    return form(clip_set(root, split, stride), schedule, phase)
 
 
 # `--data nyud`: the test split's clips (`clips`), the directory checked when it opens.
 VIDEOS = datasets.Videos(
-    datasets.listed_clips(lambda root: split_ids(root, "test"),
-                          lambda root, schedule, phase, ids: clips(root, schedule, phase)),
+    lambda request: clip_set(request.root, "test"), form,
     "whole clips, every 10th raw frame, the labelled one scored (the paper, section 5; "
     "datasets/nyud_seg.py)", "nyud", phase="clip", phases=protocol.PHASES)
 

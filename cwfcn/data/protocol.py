@@ -22,14 +22,21 @@ policy (`PHASES`) says which phases are scored:
            (cityscapes-clockwork-exp cells 0, 9 and 11); for P > 2 the draw picks one of
            the P phases alike;
   fixed:K  phase K % P for every labelled frame.
+
+A data set's code is in two parts. READ turns its raw files (or its prepared TFDS records)
+into `Video`s: the frames it holds, their times, which are labelled, which are scored, with
+the build-time protocol applied (label mapping, resizing, cropping). FORM turns videos, a
+schedule and a phase policy into the `Clip`s the schedule runs (`datasets.Videos`). Frames
+are read lazily (`Lazy`), so FORM reads only the frames its clips use.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import itertools
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -40,6 +47,154 @@ PHASE_HELP = ("clip (from the clip's first frame), all (every phase, summed), co
               "seeded coin per labelled frame), fixed:K (K frames after the last full firing)")
 # cityscapes-clockwork-exp cell 0: `random.seed(0xCAFFE)`, once for the whole notebook.
 COIN_SEED = 0xCAFFE
+
+
+class Lazy(collections.abc.Sequence):
+    """`count` items, item i being `read(i)`, read on first access (and, with `keep`, kept).
+
+    A video's frames are a `Lazy` so that a protocol reads only the frames a clip uses (the
+    labelled frame alone for a stateless schedule) and a shot's clips, which share frames,
+    read each once. A data set's videos are a `Lazy` with `keep=False`: each is read when it
+    is visited and let go after.
+
+    Args:
+      count: the number of items, >= 0.
+      read: `i -> item i`, for i in 0..count-1.
+      keep: keep each item once read (a video's frames), or read it again on each access
+        (a data set's videos, which would not all fit in memory).
+    """
+
+    def __init__(self, count: int, read: Callable[[int], object], *, keep: bool = True):
+        if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
+            raise ValueError(f"Lazy: count must be an int >= 0, got {count!r}")
+        if not callable(read):
+            raise ValueError(f"Lazy: read must be a function i -> item, got {read!r}")
+        self._count, self._read, self._keep = int(count), read, keep
+        self._items: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(self._count)[index]]
+        i = index + self._count if index < 0 else index
+        if not 0 <= i < self._count:
+            raise IndexError(f"index {index} outside a sequence of {self._count} items")
+        if i in self._items:
+            return self._items[i]
+        item = self._read(i)
+        if self._keep:
+            self._items[i] = item
+        return item
+
+    def __repr__(self) -> str:
+        return f"Lazy({self._count} items, {len(self._items)} read)"
+
+
+def _indices(value) -> tuple[int, ...]:
+    return tuple(int(i) for i in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+    """One video of a data set as its builder stores it and its protocol reads it.
+
+    What a video holds is decided when it is read (the data set's READ, which applies its
+    build-time protocol: label mapping, resizing, cropping, which frames it holds); how a
+    schedule runs it is its FORM's (`datasets.Videos.form`).
+
+    Attributes:
+      key: what it is (an image id, a shot id, a labelled frame id).
+      frames: T frames, each uint8 RGB `[H, W, 3]`: an np.ndarray `[T, H, W, 3]` or a `Lazy`.
+      times: T ints, increasing: each frame's time in the data set's time base (YouTube,
+        NYUD, Cityscapes: raw frame numbers; translated videos: 0..T-1).
+      labelled: indices into `frames` that have ground truth, increasing.
+      labels: `len(labelled)` label maps uint8 `[H, W]` (255 = ignore), aligned with
+        `labelled`: an np.ndarray `[L, H, W]` or a `Lazy`.
+      scored: indices into `frames` the protocol scores, increasing, a subset of `labelled`.
+
+    Raises:
+      ValueError: on construction, lengths or indices that do not fit (the frames and labels
+        themselves are not read).
+    """
+
+    key: str
+    frames: Sequence[np.ndarray]
+    times: tuple[int, ...]
+    labelled: tuple[int, ...]
+    labels: Sequence[np.ndarray]
+    scored: tuple[int, ...]
+
+    def __post_init__(self):
+        for name in ("times", "labelled", "scored"):
+            object.__setattr__(self, name, _indices(getattr(self, name)))
+        t = len(self.frames)
+        problems = []
+        if len(self.times) != t:
+            problems.append(f"{len(self.times)} times for {t} frames")
+        if any(b <= a for a, b in itertools.pairwise(self.times)):
+            problems.append(f"times {self.times[:8]} not increasing")
+        if len(self.labels) != len(self.labelled):
+            problems.append(f"{len(self.labels)} label maps for {len(self.labelled)} labelled "
+                            "frames")
+        for name in ("labelled", "scored"):
+            idx = getattr(self, name)
+            if any(not 0 <= i < t for i in idx) or any(
+                    b <= a for a, b in itertools.pairwise(idx)):
+                problems.append(f"{name} {idx[:8]} not increasing indices in 0..{t - 1}")
+        if not set(self.scored) <= set(self.labelled):
+            problems.append(f"scored {self.scored[:8]} not all labelled {self.labelled[:8]}")
+        if problems:
+            raise ValueError(f"video {self.key!r}: {'; '.join(problems)}: a video needs a time "
+                             "per frame and a label map per labelled frame, its scored frames "
+                             "labelled")
+
+    def label_maps(self) -> np.ndarray:
+        """uint8 `[T, H, W]`: each frame's labels, 255 (ignore) on frames without them.
+
+        Reads every label map (and, for a video without labels, its first frame's size).
+        """
+        size = (np.shape(self.labels[0]) if self.labelled else np.shape(self.frames[0])[:2])
+        maps = np.full((len(self.frames), *size), IGNORE_LABEL, np.uint8)
+        for i, label in zip(self.labelled, self.labels, strict=True):
+            maps[i] = label
+        return maps
+
+    def label(self, index: int) -> np.ndarray:
+        """uint8 `[H, W]`: the labels of frame `index`, one of `labelled` (reads only it)."""
+        return self.labels[self.labelled.index(index)]
+
+    def stacked(self) -> np.ndarray:
+        """uint8 `[T, H, W, 3]`: every frame, read."""
+        return stack(self.frames)
+
+
+def labelled_video(key: str, frames: np.ndarray, labels: np.ndarray,
+                   scored: Sequence[int] | slice) -> Video:
+    """A video whose every frame is labelled (translated PASCAL, the sample's street clip,
+    synthetic scenes; an unlabelled file's labels are all 255).
+
+    Args:
+      key: what it is.
+      frames: uint8 RGB `[T, H, W, 3]`.
+      labels: uint8 `[T, H, W]`.
+      scored: the frames scored: indices, or a slice of 0..T-1.
+    """
+    t = len(frames)
+    idx = range(t)[scored] if isinstance(scored, slice) else scored
+    return Video(key, frames, tuple(range(t)), tuple(range(t)), labels, tuple(idx))
+
+
+def stack(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """An array `[N, ...]` of a sequence of arrays (an np.ndarray as it is)."""
+    return frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
+
+
+def pairs(videos: Sequence[Video]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])` of each video, read lazily: the
+    package-wide video contract (255 on frames without ground truth)."""
+    return ((video.stacked(), video.label_maps()) for video in videos)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,15 +272,13 @@ def whole(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int] | slice,
     return Clip(frames, labels, idx, idx, len(idx), key)
 
 
-def whole_videos(videos: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
-                 scored: slice) -> Callable[[Any, str], Iterator[Clip]]:
-    """A clip maker (`datasets.ClipMaker`) of whole videos, the same for every schedule, each
-    scoring `scored` of its frames; `videos()` gives (frames, labels) pairs."""
-    def make(schedule, phase):
-        del schedule, phase
-        return (whole(frames, labels, scored, key=str(i))
-                for i, (frames, labels) in enumerate(videos()))
-    return make
+def form_whole(videos: Sequence[Video], schedule, phase: str) -> Iterator[Clip]:
+    """The FORM of whole videos, the same for every schedule and phase (translated PASCAL, the
+    sample, synthetic scenes, a video file): each video one clip from its first frame, its
+    `scored` frames scored and counted, named by its position ("0", "1", ...)."""
+    del schedule, phase
+    return (whole(video.stacked(), video.label_maps(), video.scored, key=str(i))
+            for i, video in enumerate(videos))
 
 
 def after_full_run(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int],

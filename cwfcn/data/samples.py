@@ -469,19 +469,50 @@ def fetch(
     return {n: root / n / SAMPLES[n].result for n in names}
 
 
+class _Fetched(Sequence):
+    """The videos `make()` lists, listed on first use (so opening `--data sample` fetches
+    nothing until its videos are read)."""
+
+    def __init__(self, make: Callable[[], Sequence[protocol.Video]]):
+        self._make = make
+        self._videos: Sequence[protocol.Video] | None = None
+
+    def _listed(self) -> Sequence[protocol.Video]:
+        if self._videos is None:
+            self._videos = self._make()
+        return self._videos
+
+    def __len__(self) -> int:
+        return len(self._listed())
+
+    def __getitem__(self, index):
+        return self._listed()[index]
+
+
+def _street_clip(root: Path) -> protocol.Video:
+    """The street clip as one video: its 5 frames uint8 `[5, 563, 1000, 3]` at times 0..4,
+    every frame labelled, frames 2.. scored as translated PASCAL's."""
+    pairs = [voc.read_example(root, i) for i in voc.split_ids(root, "val")]
+    return protocol.labelled_video("street_clip", np.stack([p[0] for p in pairs]),
+                                   np.stack([p[1] for p in pairs]), translate.SCORED_FRAMES)
+
+
+def videos(shift: int = 16, num_frames: int = 6) -> Sequence[protocol.Video]:
+    """READ of `--data sample`: its VOC photos translated (`voc.translated`, keyed by image
+    id), then the street clip (`"street_clip"`); frames 2.. of each scored. The samples are
+    fetched (`fetch`) when the videos are first used, each video read when visited."""
+    def make() -> Sequence[protocol.Video]:
+        paths = fetch(["voc_images", "street_clip"])
+        photos = voc.translated(paths["voc_images"], shift, num_frames, split="val")
+        return protocol.Lazy(len(photos) + 1, lambda i: photos[i] if i < len(photos)
+                             else _street_clip(paths["street_clip"]), keep=False)
+    return _Fetched(make)
+
+
 def sample_videos(shift: int = 16, num_frames: int = 6) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The embedded sample as videos: its VOC photos translated (`voc.translated_videos`),
-    then the street clip; `(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])`."""
-    paths = fetch(["voc_images", "street_clip"])
-    yield from voc.translated_videos(paths["voc_images"], shift, num_frames, split="val")
-    clip = paths["street_clip"]
-    pairs = [voc.read_example(clip, i) for i in voc.split_ids(clip, "val")]
-    yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-
-def _open_clips(request: datasets.Request) -> datasets.ClipMaker:
-    del request
-    return protocol.whole_videos(sample_videos, translate.SCORED_FRAMES)
+    """The embedded sample's videos (`videos`) as `(frames uint8 [T, H, W, 3], labels uint8
+    [T, H, W])`."""
+    return protocol.pairs(videos(shift, num_frames))
 
 
 DATASET = datasets.DataSet(
@@ -490,8 +521,8 @@ DATASET = datasets.DataSet(
     mean_bgr=voc.DATASET.mean_bgr,
     frame_size="the photos' own sizes, translated as PASCAL; the street clip 563 x 1000",
     # scored as translated PASCAL: frames 2.. of every video, the street clip's too
-    videos={"sample": datasets.Videos(_open_clips, translate.PROTOCOL, "sample",
-                                      needs_dir=False)},
+    videos={"sample": datasets.Videos(lambda request: videos(), protocol.form_whole,
+                                      translate.PROTOCOL, "sample", needs_dir=False)},
 )
 
 

@@ -10,16 +10,17 @@ names and their protocols come from the data-set records (`datasets.DataSet.vide
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from cwfcn import clockwork, metrics
 from cwfcn.data import datasets, protocol
-from cwfcn.data.protocol import whole_videos
 
-__all__ = ["SOURCE_HELP", "Source", "open_source", "whole_videos"]
+__all__ = ["SOURCE_HELP", "TFDS_PREFIX", "Source", "make_source", "open_source"]
+
+# A spec naming a prepared (TFDS) data set: "tfds:NAME[/CONFIG][:SPLIT]".
+TFDS_PREFIX = "tfds:"
 
 
 def _source_help() -> str:
@@ -27,7 +28,9 @@ def _source_help() -> str:
     entries = [v for record in datasets.records() for v in record.videos.values()]
     free = [v.help for v in entries if not v.needs_dir]
     need_dir = [v.help for v in entries if v.needs_dir]
-    return f"{', '.join(free)}, {', '.join(need_dir)} (these need --data-dir)"
+    return (f"{', '.join(free)}, {', '.join(need_dir)} (these need --data-dir), "
+            f"{TFDS_PREFIX}NAME[/CONFIG][:SPLIT] (a prepared data set, --data-dir: its TFDS "
+            "data dir)")
 
 
 SOURCE_HELP = _source_help()
@@ -41,8 +44,9 @@ class Source:
       name: the spec it was opened from.
       num_classes: the label classes C scored (255 = ignore).
       mean_bgr: the mean its frames need, BGR (`model.preprocess`; `DataSet.mean_bgr`).
-      make_clips: `(schedule, phase) -> iterator of protocol.Clip`: what a schedule runs
-        and scores (`protocol`), read lazily each time.
+      videos: its videos (`protocol.Video`), read lazily on access.
+      form: `(videos, schedule, phase) -> iterator of protocol.Clip`: what a schedule runs
+        and scores (`datasets.Videos.form`).
       phase: the default phase policy of fixed schedules (the reference's).
       phases: the phase policies it takes.
       pred_lut: the net's class -> the scored class (YouTube-Objects maps VOC's 21 to its
@@ -53,7 +57,8 @@ class Source:
     name: str
     num_classes: int
     mean_bgr: tuple[float, float, float]
-    make_clips: Callable[[Any, str], Iterator[protocol.Clip]]
+    videos: Sequence[protocol.Video]
+    form: datasets.Form
     phase: str = "clip"
     phases: tuple[str, ...] = ("clip",)
     pred_lut: tuple[int, ...] | None = None
@@ -76,7 +81,7 @@ class Source:
     def clips(self, schedule, phase: str | None = None) -> Iterator[protocol.Clip]:
         """The clips `schedule` runs, each checked: labels outside [0, C) other than 255 raise
         ValueError."""
-        for clip in self.make_clips(schedule, self.check_phase(phase)):
+        for clip in self.form(self.videos, schedule, self.check_phase(phase)):
             metrics.check_labels(clip.labels, self.num_classes)
             yield clip
 
@@ -93,14 +98,36 @@ def _need_dir(spec: str, data_dir: str | None) -> str:
     return data_dir
 
 
+def make_source(spec: str, record: datasets.DataSet, entry: datasets.Videos,
+                videos: Sequence[protocol.Video], config=None) -> Source:
+    """The `Source` of `videos` under `entry`'s protocol, `record`'s classes and mean (the
+    config's net's where `entry.config_classes` and a config is given).
+
+    Args:
+      spec: the name it was opened from.
+      record: the data set's record.
+      entry: the `--data` entry of `record` whose READ made `videos` (its FORM, phases,
+        protocol).
+      videos: the videos, raw (`entry.read`) or prepared.
+      config: the config, or None.
+    """
+    num_classes, mean_bgr = record.num_classes, record.mean_bgr
+    if entry.config_classes and config is not None:
+        num_classes, mean_bgr = datasets.net_classes(config), datasets.mean_bgr_of(config)
+    return Source(spec, num_classes, mean_bgr, videos, entry.form, phase=entry.phase,
+                  phases=entry.phases, pred_lut=record.pred_lut, protocol=entry.protocol)
+
+
 def open_source(
     spec: str, *, data_dir: str | None = None, config=None, max_frames: int | None = None
 ) -> Source:
     """Opens a named data source.
 
     Args:
-      spec: one of `SOURCE_HELP`.
-      data_dir: the data set's directory (not needed for sample and synthetic).
+      spec: one of `SOURCE_HELP`; "tfds:NAME[/CONFIG][:SPLIT]" is a prepared data set
+        (`cwfcn.data.prepared.open_prepared`), read from `data_dir`.
+      data_dir: the data set's directory (not needed for sample and synthetic), or a
+        prepared set's TFDS data dir.
       config: the config (`config.data` and the config's net's classes shape the synthetic
         videos; an unlabelled video takes the config's classes and mean).
       max_frames: read at most this many frames of a video:PATH.
@@ -112,18 +139,19 @@ def open_source(
       ValueError: an unknown spec, a missing --data-dir, or (`video.VideoError`) a video
         file that cannot be opened.
     """
-    head, _, arg = spec.strip().partition(":")
+    text = spec.strip()
+    if text.lower().startswith(TFDS_PREFIX):
+        from cwfcn.data import prepared  # TFDS only when asked for
+
+        return prepared.open_prepared(text[len(TFDS_PREFIX):], data_dir=data_dir, config=config)
+    head, _, arg = text.partition(":")
     name = head.lower()
     record = datasets.registry().get(name)
     if record is None or name not in record.videos:
         raise ValueError(f"unknown data {spec!r}; use one of: {SOURCE_HELP}")
-    videos = record.videos[name]
-    if videos.args is not None and arg not in videos.args:
-        raise ValueError(f"bad data {spec!r}: {videos.args_help}")
-    root = _need_dir(spec, data_dir) if videos.needs_dir else None
-    make_clips = videos.make_clips(datasets.Request(root, arg, config, max_frames))
-    num_classes, mean_bgr, pred_lut = record.num_classes, record.mean_bgr, record.pred_lut
-    if videos.config_classes and config is not None:
-        num_classes, mean_bgr = datasets.net_classes(config), datasets.mean_bgr_of(config)
-    return Source(spec, num_classes, mean_bgr, make_clips, phase=videos.phase,
-                  phases=videos.phases, pred_lut=pred_lut, protocol=videos.protocol)
+    entry = record.videos[name]
+    if entry.args is not None and arg not in entry.args:
+        raise ValueError(f"bad data {spec!r}: {entry.args_help}")
+    root = _need_dir(spec, data_dir) if entry.needs_dir else None
+    videos = entry.read(datasets.Request(root, arg, config, max_frames))
+    return make_source(spec, record, entry, videos, config)

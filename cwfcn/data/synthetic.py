@@ -8,7 +8,7 @@ into video with `translate.make_translated_frames`, like the paper's PASCAL vide
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -71,26 +71,49 @@ def validation_batches(
     return (synthetic_batch(config, VAL_STEP_OFFSET + i) for i in range(config.data.num_val))
 
 
+def scenes(
+    *, seed: int, num_videos: int, size: int, shift: int, num_frames: int, num_classes: int
+) -> Sequence[protocol.Video]:
+    """READ of `--data synthetic`: `num_videos` translated videos of synthetic scenes
+    (`scene` of `size + shift * (num_frames - 1)` x `size`, then
+    `translate.translated_video`): frames uint8 `[T, S, S, 3]`, every frame labelled, frames
+    2.. scored; keyed "scene <i>".
+
+    The scenes are drawn one after another from one generator seeded with `seed`, so video i
+    is the same however the videos are visited: the generator's state before each video is
+    kept (a few bytes), and a video is drawn from the nearest state before it.
+    """
+    states = {0: np.random.default_rng(seed).bit_generator.state}
+
+    def draw(i: int) -> protocol.Video:
+        start = max(j for j in states if j <= i)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = states[start]
+        for j in range(start, i + 1):
+            image, label = scene(rng, size + shift * (num_frames - 1), size, num_classes)
+            states[j + 1] = rng.bit_generator.state
+        return translate.translated_video(f"scene {i}", image, label, shift, num_frames)
+
+    return protocol.Lazy(num_videos, draw, keep=False)
+
+
 def synthetic_videos(
     *, seed: int, num_videos: int, size: int, shift: int, num_frames: int, num_classes: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Translated videos of synthetic scenes (`scene`), reproducible from `seed`."""
-    rng = np.random.default_rng(seed)
-    for _ in range(num_videos):
-        image, label = scene(rng, size + shift * (num_frames - 1), size, num_classes)
-        yield translate.make_translated_frames(image, label, shift, num_frames)
+    """The videos of `scenes` as `(frames uint8 [T, S, S, 3], labels uint8 [T, S, S])`."""
+    return protocol.pairs(scenes(seed=seed, num_videos=num_videos, size=size, shift=shift,
+                                 num_frames=num_frames, num_classes=num_classes))
 
 
-def _open_clips(request: datasets.Request) -> datasets.ClipMaker:
+def _read(request: datasets.Request) -> Sequence[protocol.Video]:
     """The translated scenes `config.data` describes, of the config's net's classes."""
     config = request.config
     if config is None:
         raise ValueError("data 'synthetic' needs a config (config.data, config.model)")
-    scenes = config.data
-    make = functools.partial(synthetic_videos, seed=config.seed, num_videos=scenes.num_videos,
-                             size=scenes.size, shift=scenes.shift, num_frames=scenes.num_frames,
-                             num_classes=datasets.net_classes(config))
-    return protocol.whole_videos(make, translate.SCORED_FRAMES)
+    data = config.data
+    return scenes(seed=config.seed, num_videos=data.num_videos, size=data.size,
+                  shift=data.shift, num_frames=data.num_frames,
+                  num_classes=datasets.net_classes(config))
 
 
 DATASET = datasets.DataSet(
@@ -98,8 +121,8 @@ DATASET = datasets.DataSet(
     classes=tuple(f"class {i}" for i in range(DEFAULT_NUM_CLASSES)),
     mean_bgr=voc.DATASET.mean_bgr,
     frame_size="config.data.size square scenes; videos slide config.data.shift px a frame",
-    videos={"synthetic": datasets.Videos(_open_clips, translate.PROTOCOL, "synthetic",
-                                         needs_dir=False, config_classes=True)},
+    videos={"synthetic": datasets.Videos(_read, protocol.form_whole, translate.PROTOCOL,
+                                         "synthetic", needs_dir=False, config_classes=True)},
     training={"synthetic": datasets.Training(
         lambda config: functools.partial(synthetic_batch, config), validation_batches)},
 )

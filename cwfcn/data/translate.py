@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from cwfcn.data import protocol
+
 # The paper scores frames 2..5 of each 6-frame video: the pipelined schedules fill their first
 # frames from earlier ones, so scoring only later frames compares every method on the same frames.
 SCORED_FRAMES = slice(2, None)
@@ -73,3 +75,12 @@ def make_translated_frames(
         )
     windows = [_window(axis, k * shift, window) for k in range(num_frames)]
     return np.stack([image[w] for w in windows]), np.stack([label[w] for w in windows])
+
+
+def translated_video(key: str, image: Any, label: Any, shift: int,
+                     num_frames: int = 6) -> protocol.Video:
+    """The translated video of one image (`make_translated_frames`) as a `protocol.Video`:
+    frames uint8 `[T, H', W', 3]` at times 0..T-1, every frame labelled (`[T, H', W']`),
+    frames 2.. scored (`SCORED_FRAMES`)."""
+    frames, labels = make_translated_frames(image, label, shift, num_frames)
+    return protocol.labelled_video(key, frames, labels, SCORED_FRAMES)

@@ -16,7 +16,7 @@ even width and height, so odd-sized frames are padded by one row/column repeatin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -224,20 +224,36 @@ def read_video(path: str | Path, max_frames: int | None = None, *, start: int = 
     return np.stack(list(read_frames(path, start=start, max_frames=max_frames)))
 
 
+def unlabelled(path: str, max_frames: int | None = None) -> protocol.Video:
+    """One video file as a `protocol.Video` without ground truth: frames uint8
+    `[T, H, W, 3]` at times 0..T-1, each with a label map of 255 (ignore) so that every frame
+    is scored and counted. Reads the file (its first `max_frames` frames).
+
+    Raises:
+      VideoError, ValueError: as `read_frames`.
+    """
+    frames = read_video(path, max_frames)
+    labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+    return protocol.labelled_video(str(path), frames, labels, slice(None))
+
+
 def unlabelled_video(
     path: str, max_frames: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One video file as a video without ground truth: `(frames uint8 [T, H, W, 3], labels
     uint8 [T, H, W])`, every label 255."""
-    frames = read_video(path, max_frames)
-    yield frames, np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+    return protocol.pairs(_one(path, max_frames))
 
 
-def _open_clips(request: datasets.Request) -> datasets.ClipMaker:
-    """The video file `video:PATH` names, every frame scored."""
+def _one(path: str, max_frames: int | None) -> Sequence[protocol.Video]:
+    """The file as a sequence of one video (`unlabelled`), decoded when it is read."""
+    return protocol.Lazy(1, lambda i: unlabelled(path, max_frames), keep=False)
+
+
+def _read(request: datasets.Request) -> Sequence[protocol.Video]:
+    """READ of `video:PATH`: the one file, decoded when its video is read."""
     probe(request.arg)  # a missing, empty or non-video file fails now, before any work
-    return protocol.whole_videos(lambda: unlabelled_video(request.arg, request.max_frames),
-                                 slice(None))
+    return _one(request.arg, request.max_frames)
 
 
 # Any video file, unlabelled; its classes and mean are the config's net's (with no config:
@@ -248,7 +264,7 @@ DATASET = datasets.DataSet(
     mean_bgr=voc.DATASET.mean_bgr,
     frame_size="the file's own frames, decoded as they are",
     videos={"video": datasets.Videos(
-        _open_clips, "unlabelled: the whole video, every frame counted",
+        _read, protocol.form_whole, "unlabelled: the whole video, every frame counted",
         "video:PATH (any video file, unlabelled)", needs_dir=False, config_classes=True)},
 )
 

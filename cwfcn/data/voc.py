@@ -32,10 +32,9 @@ This module also holds the small file helpers (`read_rgb`, `read_ids`, `require`
 
 from __future__ import annotations
 
-import functools
 import importlib.resources
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,6 @@ from PIL import Image
 from cwfcn.data import datasets, protocol, training, translate
 from cwfcn.data import download as dl
 from cwfcn.data.files import IGNORE_LABEL, check_same_size, read_ids, read_rgb, require
-from cwfcn.data.translate import make_translated_frames
 
 VOC_CLASSES = (
     "background",
@@ -212,13 +210,15 @@ IMAGES = datasets.Images(split_ids, lambda root, split, image_id: read_example(r
 examples = IMAGES.examples
 
 
-def translated_videos(
+def translated(
     root: str | os.PathLike[str], shift: int, num_frames: int = 6, split: str = "seg11valid"
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The paper's translated PASCAL: one video per image of ``split``.
+) -> Sequence[protocol.Video]:
+    """READ of the paper's translated PASCAL: one video per image of ``split``.
 
-    Each video is ``num_frames`` crops of one photo, slid ``shift`` pixels per frame along its
-    longer axis (see `cwfcn.data.translate.make_translated_frames`); every frame is labelled.
+    Each video (`translate.translated_video`, keyed by the image id) is ``num_frames`` crops
+    of one photo, slid ``shift`` pixels per frame along its longer axis: frames uint8
+    ``[T, H', W', 3]`` at times 0..T-1, every frame labelled (uint8 ``[T, H', W']``), frames
+    2.. scored.
 
     Args:
       root: the VOCdevkit directory.
@@ -227,13 +227,19 @@ def translated_videos(
       split: a VOC2011 split name (see `split_ids`).
 
     Returns:
-      An iterator of ``(frames uint8 [T, H', W', 3], labels uint8 [T, H', W'])``, in split
-      order; the split file is read now, the images lazily.
+      The videos in split order: the split file is read now, each image when its video is.
     """
     ids = split_ids(root, split)
-    return (
-        make_translated_frames(*read_example(root, image_id), shift, num_frames) for image_id in ids
-    )
+    return protocol.Lazy(len(ids), lambda i: translate.translated_video(
+        ids[i], *read_example(root, ids[i]), shift, num_frames), keep=False)
+
+
+def translated_videos(
+    root: str | os.PathLike[str], shift: int, num_frames: int = 6, split: str = "seg11valid"
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The videos of `translated` as ``(frames uint8 [T, H', W', 3], labels uint8
+    [T, H', W'])``, in split order; the split file is read now, the images lazily."""
+    return protocol.pairs(translated(root, shift, num_frames, split))
 
 
 def download(data_dir: str | os.PathLike[str], *, url: str = VOC2011_URL,
@@ -310,17 +316,15 @@ def download_sbd(data_dir: str | os.PathLike[str], *, url: str = SBD_URL,
                             sha256=sha256, progress=progress)
 
 
-def _translated_clips(request: datasets.Request) -> datasets.ClipMaker:
-    """The clips of translated PASCAL (seg11valid, 6 frames, `shift` px a frame)."""
-    shift = int(request.arg)
-    videos = functools.partial(translated_videos, request.root, shift, 6, "seg11valid")
-    return protocol.whole_videos(videos, translate.SCORED_FRAMES)
+def _read_translated(request: datasets.Request) -> Sequence[protocol.Video]:
+    """READ of `--data pascal-translated:SHIFT`: seg11valid, 6 frames, SHIFT px a frame."""
+    return translated(request.root, int(request.arg), 6, "seg11valid")
 
 
 # `--data pascal-translated:16` (or :32): the paper's translated PASCAL.
 TRANSLATED = datasets.Videos(
-    _translated_clips, translate.PROTOCOL, "pascal-translated:16, pascal-translated:32",
-    args=("16", "32"),
+    _read_translated, protocol.form_whole, translate.PROTOCOL,
+    "pascal-translated:16, pascal-translated:32", args=("16", "32"),
     args_help="the paper's shifts are pascal-translated:16 and pascal-translated:32")
 
 DATASET = datasets.DataSet(

@@ -41,10 +41,9 @@ a split file listing such ids, one a line, can be read with `cwfcn.data.files.re
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -339,17 +338,80 @@ def _loader(frame_of: Callable[[int], np.ndarray], shot_id: str, frame: int):
     return load
 
 
-def clips(
+def shot(root: str | os.PathLike[str], shot_id: str, masks: dict[int, Path] | None = None,
+         threshold: int = DEFAULT_THRESHOLD, max_dim: int = MAX_DIM) -> protocol.Video:
+    """One shot as the protocol runs it, as a `protocol.Video`, nothing read yet.
+
+    It holds the frames the reference's clips take: every labelled frame f >= 21
+    (`scored_frames`, scored) and the frames 10, 20, ... raw frames before each, down to
+    frame 1 (f - 10 and f - 20 for the fixed schedules' phases and the pipelines, f0 - 10
+    for the adaptive warm-up; deeper ones for phases > 2). Its times are the raw frame
+    numbers; its labelled frames are those of them with a mask.
+
+    Args:
+      root: the directory holding ``youtube_masks/`` and ``v1/``.
+      shot_id: ``<class>/<video>/<shot>``.
+      masks: the shot's `mask_paths`, if listed already.
+      threshold: the mask threshold.
+      max_dim: the longer side after resizing.
+
+    Returns:
+      A video keyed ``shot_id``: frames uint8 ``[H, W, 3]`` resized (a `protocol.Lazy`, a
+      scored frame checked against its mask's size when read), labels uint8 ``[H, W]``
+      (0 or the class's index in `CLASSES`).
+
+    Raises:
+      MissingFileError: the shot has no mask (now); a frame or mask is missing (when read).
+    """
+    masks = mask_paths(root, shot_id) if masks is None else masks
+    scored_numbers = [f for f in masks if f >= FIRST_SCORED]
+    times = sorted({f - SUBSAMPLE * k for f in scored_numbers
+                    for k in range((f - 1) // SUBSAMPLE + 1)})
+    labelled = [j for j, n in enumerate(times) if n in masks]
+    scored = [j for j, n in enumerate(times) if n >= FIRST_SCORED and n in masks]
+    labels = protocol.Lazy(len(labelled), lambda i: read_label(
+        root, shot_id, times[labelled[i]], threshold, max_dim))
+
+    def frame(j: int) -> np.ndarray:
+        image = read_frame(root, shot_id, times[j], max_dim)
+        if j in scored:
+            _check_pair(image, labels[labelled.index(j)], shot_id, times[j])
+        return image
+
+    return protocol.Video(shot_id, protocol.Lazy(len(times), frame), tuple(times),
+                          tuple(labelled), labels, tuple(scored))
+
+
+def shots(
     root: str | os.PathLike[str],
-    schedule,
-    phase: str = "all",
     ids: Iterable[str] | None = None,
     threshold: int = DEFAULT_THRESHOLD,
     max_dim: int = MAX_DIM,
-) -> Iterator[protocol.Clip]:
-    """The clips a schedule runs, as the reference notebooks run them.
+) -> Sequence[protocol.Video]:
+    """READ of `--data youtube`: the `shot` of each shot with a labelled frame f >= 21 (the
+    others have nothing the reference scores).
 
-    Per shot, over its labelled frames f >= 21 (`scored_frames`), by the schedule's kind:
+    Args:
+      root: the directory holding ``youtube_masks/`` and ``v1/``.
+      ids: shot ids, in this order; all shots (`shot_ids`) if None.
+      threshold: the mask threshold.
+      max_dim: the longer side after resizing.
+
+    Returns:
+      The videos, in id order: the shots and their masks are listed (a missing root or shot
+      raises here) now, the frames read when used.
+    """
+    listed = [(shot_id, mask_paths(root, shot_id)) for shot_id in _ids(root, ids)]
+    kept = [(shot_id, masks) for shot_id, masks in listed if max(masks) >= FIRST_SCORED]
+    return protocol.Lazy(len(kept), lambda i: shot(root, *kept[i], threshold, max_dim),
+                         keep=False)
+
+
+def form(videos: Sequence[protocol.Video], schedule, phase: str = "all"
+         ) -> Iterator[protocol.Clip]:
+    """FORM of YouTube-Objects: the clips a schedule runs, as the reference notebooks run them.
+
+    Per shot (a `shots` video), over its scored frames f >= 21, by the schedule's kind:
       - stateless (oracle, truncated baselines): one clip of those frames, all scored
         (youtube-clockwork-exp cell 8, pascal-translate-exp's baselines);
       - fixed (skip, alternating, ...): per labelled frame and phase k of `phase`
@@ -361,6 +423,78 @@ def clips(
         2-stage step on f); pipeline3: f - 20, f - 20, f - 10, f (cell 12: a full run on
         f - 20, then 3-stage steps on f - 10 and f; the engine's fill step on the repeated
         f - 20 leaves exactly the state of that full run).
+
+    Args:
+      videos: the shots (raw or prepared).
+      schedule: a `clockwork.Schedule` (or anything with its `theta`, `pipelined`, `cycle`
+        and `lags`, as the evaluator's baselines).
+      phase: the fixed schedules' phase policy (`protocol.PHASES`; "clip" is not one here).
+
+    Returns:
+      An iterator of `protocol.Clip`s, read lazily (the phase checked now).
+    """
+    kind = protocol.kind(schedule)
+    if kind == "fixed":
+        phase = protocol.check_phase(phase)
+        if phase == "clip":
+            raise ValueError("YouTube-Objects has no clip to start a fixed schedule from: use "
+                             "--phase all (the reference), coin or fixed:K")
+    return _clips(videos, schedule, kind, phase)
+
+
+def _frame_of(video: protocol.Video) -> Callable[[int], np.ndarray]:
+    """`number -> the frame of raw number` of a shot's video."""
+    index = {n: j for j, n in enumerate(video.times)}
+
+    def frame_of(number: int) -> np.ndarray:
+        if number not in index:
+            raise ValueError(f"shot {video.key}: frame {number} is not among the frames its "
+                             f"video holds ({video.times[0]}..{video.times[-1]}); prepare it "
+                             "again from the raw files")
+        return video.frames[index[number]]
+    return frame_of
+
+
+def _clips(videos: Sequence[protocol.Video], schedule, kind: str, phase: str
+           ) -> Iterator[protocol.Clip]:
+    for video in videos:
+        if not video.scored:
+            continue
+        numbers = [video.times[j] for j in video.scored]
+        label = {video.times[j]: video.label(j) for j in video.scored}
+        frame_of = _frame_of(video)
+        scored = [frame_of(f) for f in numbers]
+        if kind == "frame":
+            yield protocol.whole(np.stack(scored), np.stack([label[f] for f in numbers]),
+                                 range(len(numbers)), key=video.key)
+        elif kind == "adaptive":
+            frames = np.stack([_loader(frame_of, video.key, numbers[0])(1), *scored])
+            labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+            labels[1:] = np.stack([label[f] for f in numbers])
+            idx = tuple(range(1, len(frames)))
+            yield protocol.Clip(frames, labels, idx, idx, len(idx), video.key)
+        else:
+            per_frame = (protocol.phases(phase, schedule.cycle, len(numbers))
+                         if kind == "fixed" else None)
+            for i, f in enumerate(numbers):
+                load, key = _loader(frame_of, video.key, f), f"{video.key}/{f}"
+                if kind == "pipeline":
+                    yield protocol.backs_clip(load, label[f], protocol.pipeline_backs(schedule),
+                                              key=key)
+                else:
+                    for k in per_frame[i]:
+                        yield protocol.phase_clip(load, label[f], k, key=key)
+
+
+def clips(
+    root: str | os.PathLike[str],
+    schedule,
+    phase: str = "all",
+    ids: Iterable[str] | None = None,
+    threshold: int = DEFAULT_THRESHOLD,
+    max_dim: int = MAX_DIM,
+) -> Iterator[protocol.Clip]:
+    """The clips a schedule runs (`form`) over the shots (`shots`).
 
     Args:
       root: the directory holding ``youtube_masks/`` and ``v1/``.
@@ -375,85 +509,59 @@ def clips(
       An iterator of `protocol.Clip`s, read lazily (the shots are listed, the arguments
       checked, now).
     """
-    ids = _ids(root, ids)
-    kind = protocol.kind(schedule)
-    if kind == "fixed":
-        phase = protocol.check_phase(phase)
-        if phase == "clip":
-            raise ValueError("YouTube-Objects has no clip to start a fixed schedule from: use "
-                             "--phase all (the reference), coin or fixed:K")
-    return _clips(root, schedule, kind, phase, ids, threshold, max_dim)
+    return form(shots(root, ids, threshold, max_dim), schedule, phase)
 
 
-def _clips(root, schedule, kind: str, phase: str, ids: list[str], threshold: int,
-           max_dim: int) -> Iterator[protocol.Clip]:
-    for shot_id in ids:
-        numbers = scored_frames(root, shot_id)
-        if not numbers:
-            continue
-        label = {f: read_label(root, shot_id, f, threshold, max_dim) for f in numbers}
-        # A shot's clips share frames (f - 10 is the previous clip's f): read each once.
-        frame_of = functools.cache(functools.partial(read_frame, root, shot_id,
-                                                     max_dim=max_dim))
-        scored = [_check_pair(frame_of(f), label[f], shot_id, f) for f in numbers]
-        if kind == "frame":
-            yield protocol.whole(np.stack(scored), np.stack([label[f] for f in numbers]),
-                                 range(len(numbers)), key=shot_id)
-        elif kind == "adaptive":
-            frames = np.stack([_loader(frame_of, shot_id, numbers[0])(1), *scored])
-            labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
-            labels[1:] = np.stack([label[f] for f in numbers])
-            idx = tuple(range(1, len(frames)))
-            yield protocol.Clip(frames, labels, idx, idx, len(idx), shot_id)
-        else:
-            per_frame = (protocol.phases(phase, schedule.cycle, len(numbers))
-                         if kind == "fixed" else None)
-            for i, f in enumerate(numbers):
-                load, key = _loader(frame_of, shot_id, f), f"{shot_id}/{f}"
-                if kind == "pipeline":
-                    yield protocol.backs_clip(load, label[f], protocol.pipeline_backs(schedule),
-                                              key=key)
-                else:
-                    for k in per_frame[i]:
-                        yield protocol.phase_clip(load, label[f], k, key=key)
+def full_rate_video(
+    root: str | os.PathLike[str], shot_id: str, threshold: int = DEFAULT_THRESHOLD,
+    max_dim: int = MAX_DIM,
+) -> protocol.Video:
+    """Every raw frame of a shot from its first labelled frame on (youtube-differences cell 8:
+    ``frames[first_label_idx:]``), as a `protocol.Video`: times the raw frame numbers,
+    frames uint8 ``[H, W, 3]`` resized (a `protocol.Lazy`), the masked frames labelled and
+    scored (labels uint8 ``[H, W]``). The masks and frames are listed now, read when used.
+    """
+    masks = mask_paths(root, shot_id)
+    numbers = [n for n in frame_numbers(root, shot_id) if n >= min(masks)]
+    labelled = [j for j, n in enumerate(numbers) if n in masks]
+    labels = protocol.Lazy(len(labelled), lambda i: read_label(
+        root, shot_id, numbers[labelled[i]], threshold, max_dim))
+    frames = protocol.Lazy(len(numbers), lambda j: read_frame(root, shot_id, numbers[j],
+                                                              max_dim))
+    return protocol.Video(shot_id, frames, tuple(numbers), tuple(labelled), labels,
+                          tuple(labelled))
 
 
 def full_rate_shot(
     root: str | os.PathLike[str], shot_id: str, threshold: int = DEFAULT_THRESHOLD,
     max_dim: int = MAX_DIM,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every raw frame of a shot from its first labelled frame on (youtube-differences cell 8:
-    ``frames[first_label_idx:]``), resized, with the labels of its masked frames (255 on
-    the others).
+    """`full_rate_video` read: ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``,
+    255 on the frames without a mask."""
+    video = full_rate_video(root, shot_id, threshold, max_dim)
+    return video.stacked(), video.label_maps()
 
-    Returns:
-      ``(frames uint8 [T, H, W, 3], labels uint8 [T, H, W])``.
-    """
-    masks = mask_paths(root, shot_id)
-    numbers = [n for n in frame_numbers(root, shot_id) if n >= min(masks)]
-    frames = np.stack([read_frame(root, shot_id, n, max_dim) for n in numbers])
-    labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
-    for i, n in enumerate(numbers):
-        if n in masks:
-            labels[i] = read_label(root, shot_id, n, threshold, max_dim)
-    return frames, labels
+
+def full_rate_shots(root: str | os.PathLike[str], ids: Iterable[str] | None = None
+                    ) -> Sequence[protocol.Video]:
+    """READ of `--data youtube-full`: the `full_rate_video` of each shot (all if `ids` is
+    None), listed now, each read when visited."""
+    ids = _ids(root, ids)
+    return protocol.Lazy(len(ids), lambda i: full_rate_video(root, ids[i]), keep=False)
+
+
+def form_full_rate(videos: Sequence[protocol.Video], schedule, phase: str
+                   ) -> Iterator[protocol.Clip]:
+    """FORM of `--data youtube-full`: one clip per shot, every schedule from the shot's first
+    labelled frame; the masked frames scored, every frame after the first counted."""
+    del schedule, phase
+    return (protocol.after_full_run(video.stacked(), video.label_maps(), video.scored,
+                                    video.key) for video in videos)
 
 
 def full_rate_clips(root: str, ids: list[str], schedule, phase: str) -> Iterator[protocol.Clip]:
-    """YouTube-Objects shots at full rate (`full_rate_shot`), one clip each, every schedule
-    from the shot's first labelled frame; the masked frames scored, every frame after the
-    first counted."""
-    del schedule, phase
-    for shot_id in ids:
-        frames, labels = full_rate_shot(root, shot_id)
-        scored = tuple(int(i) for i in np.flatnonzero((labels != IGNORE_LABEL).any((1, 2))))
-        yield protocol.after_full_run(frames, labels, scored, shot_id)
-
-
-def _open_full_rate(request: datasets.Request) -> datasets.ClipMaker:
-    """The shot the spec names (all shots if none) at full rate (`full_rate_clips`)."""
-    ids = [request.arg] if request.arg else shot_ids(request.root)
-    return functools.partial(full_rate_clips, request.root, ids)
+    """YouTube-Objects shots at full rate (`form_full_rate` of `full_rate_shots`)."""
+    return form_full_rate(full_rate_shots(root, ids), schedule, phase)
 
 
 DATASET = datasets.DataSet(
@@ -465,12 +573,14 @@ DATASET = datasets.DataSet(
     pred_lut=VOC_TO_YOUTUBE,
     videos={
         "youtube": datasets.Videos(
-            datasets.listed_clips(shot_ids, clips),
+            lambda request: shots(request.root), form,
             "labelled frames f >= 21, 11 classes, phases merged (youtube-clockwork-exp, "
             "youtube-pipeline-exp)",
             "youtube", phase="all", phases=protocol.PHASES[1:]),
         "youtube-full": datasets.Videos(
-            _open_full_rate, "every raw frame of each shot from its first labelled one, the "
+            lambda request: full_rate_shots(request.root, [request.arg] if request.arg else
+                                            None),
+            form_full_rate, "every raw frame of each shot from its first labelled one, the "
                              "labelled frames scored (Fig. 7; youtube-differences)",
             "youtube-full[:CLASS/VIDEO/SHOT] (every raw frame of the shots, Fig. 7)"),
     },
