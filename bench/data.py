@@ -75,7 +75,7 @@ def write_nyud(root: Path, photos: int, size: tuple[int, int], seed: int) -> Non
     ids = [f"{5001 + i:04d}" for i in range(photos)]
     for image_id in ids:
         Image.fromarray(_scene(rng, h, w)).save(root / "data" / "images" / f"img_{image_id}.png")
-        segmentation = rng.integers(0, 41, (h // 8, w // 8), dtype=np.uint8).repeat(8, 0)
+        segmentation = rng.integers(0, 41, (-(-h // 8), -(-w // 8)), dtype=np.uint8).repeat(8, 0)
         segmentation = segmentation.repeat(8, 1)[:h, :w]
         scipy.io.savemat(root / "segmentation" / f"img_{image_id}.mat",
                          {"segmentation": segmentation})

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench import batched, forward, memory, pipeline, schedules
+from bench import batched, data, forward, memory, pipeline, schedules
 
 
 @pytest.mark.slow
@@ -84,3 +84,19 @@ def test_batched_benchmark_smoke(tmp_path, capsys):
     want = 1 - (1 - row["s3_fired"]) * result["s3_flop_share"]  # S1, S2, fuse every frame
     assert row["flop_fraction"] == pytest.approx(want)
     assert row["time_fraction"] > 0 and "run_batch" in capsys.readouterr().out
+
+
+def test_data_benchmark_smoke(tmp_path):
+    out = tmp_path / "data.json"
+    result = data.main(["--narrow", "--shots", "2", "--masks", "4", "--frame-size", "30", "40",
+                        "--photos", "2", "--photo-size", "24", "32", "--steps", "2",
+                        "--repeats", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    # 4 masked frames 10 apart: frames 21 and 31 scored, each shot holds all 4 (f - 10k >= 1).
+    assert result["frames"] == result["masked_frames"] == 8
+    assert set(result["prepare_s"]) == {"cwfcn_youtube/shots", "cwfcn_nyud/images"}
+    for key in ("raw_frames_per_s", "prepared_frames_per_s", "input_images_per_s",
+                "train_step_images_per_s"):
+        assert result[key] > 0
+    assert result["input_headroom"] == pytest.approx(
+        result["input_images_per_s"] / result["train_step_images_per_s"])
