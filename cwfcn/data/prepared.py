@@ -147,10 +147,7 @@ class PreparedVideos(collections.abc.Sequence):
         try:
             return self._source[i % self._len]
         except Exception as e:  # array_record raises RuntimeError; decoding others
-            raise PreparedDataError(
-                f"prepared data {self._where} is corrupt: record {i} cannot be read "
-                f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); rebuild it with "
-                f"`{self._rebuild}`") from e
+            raise _corrupt(self._where, self._rebuild, e, f": record {i} cannot be read") from e
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -162,6 +159,14 @@ class PreparedVideos(collections.abc.Sequence):
         video = to_video(self.record(i), self._where, self._rebuild)
         self._last = (i, video)
         return video
+
+
+def _corrupt(where: Path, rebuild: str, e: Exception, what: str = "") -> PreparedDataError:
+    """The error of unreadable prepared data: the directory, `what` failed, the cause (cut
+    short), and the command that rebuilds it."""
+    cause = " ".join(str(e).split())[:200]
+    return PreparedDataError(f"prepared data {where} is corrupt{what} ({type(e).__name__}: "
+                             f"{cause}); rebuild it with `{rebuild}`")
 
 
 def to_video(record: dict[str, Any], where: Path | str = "", rebuild: str = "") -> protocol.Video:
@@ -203,11 +208,6 @@ def videos(spec: str, data_dir: str | None) -> PreparedVideos:
     where = _version_dir(name, config, data_dir)
     rebuild = prepare_command(name, config, data_dir, overwrite=True)
 
-    def corrupt(e: Exception) -> PreparedDataError:
-        return PreparedDataError(
-            f"prepared data {where} is corrupt ({type(e).__name__}: "
-            f"{' '.join(str(e).split())[:200]}); rebuild it with `{rebuild}`")
-
     try:
         builder = tfds.builder(f"{name}/{config}", data_dir=str(data_dir))
         splits = builder.info.splits
@@ -228,7 +228,7 @@ def videos(spec: str, data_dir: str | None) -> PreparedVideos:
     except PreparedDataError:
         raise
     except Exception as e:  # tfds and array_record raise many kinds (ParseError, RuntimeError)
-        raise corrupt(e) from e
+        raise _corrupt(where, rebuild, e) from e
     return prepared
 
 
