@@ -193,7 +193,7 @@ def run_schedules(
     rows = []
     for schedule in schedules:
         row = evaluation.evaluate_schedule(
-            net, source.clips(schedule, phase), schedule, mean_bgr=source.mean_bgr,
+            net, source.clips(schedule, phase, shard=shard), schedule, mean_bgr=source.mean_bgr,
             boundary_radius=boundary_radius, pred_lut=source.pred_lut, dtype=dtype,
             baseline_net=_baseline_net(schedule, baseline_nets or {}), journal=journal,
             shard=shard)
@@ -302,8 +302,8 @@ def evaluate(
 
     The arguments are evaluate.py's flags (see its --help). Bad input raises ValueError
     or OSError before any result is written. In a multi-process run (after
-    `distributed.initialize`) process i runs clips i, i + P, ...; process 0 alone prints
-    the table and writes the outputs.
+    `distributed.initialize`) process i reads and runs the clips of videos i, i + P, ...;
+    process 0 alone prints the table and writes the outputs.
 
     Returns:
       The rows (`run_schedules`), on every process.

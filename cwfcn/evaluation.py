@@ -34,7 +34,7 @@ from cwfcn.data.translate import SCORED_FRAMES
 
 Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels uint8 [T, H, W]
 # The layout of a clip's record (`ClipScorer.score`); a journal made with another is stale.
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
 
 
 def row_name(schedule: clockwork.Schedule, baseline_net: nnx.Module | None = None) -> str:
@@ -179,17 +179,21 @@ def label_clip(clip: protocol.Clip, num_classes: int, boundary_radius: int = 5) 
     return LabelledClip(clip, labels, bands)
 
 
-def _clips(videos: Iterable[protocol.Clip | Video], scored: slice) -> Iterator[protocol.Clip]:
-    """Clips as they come; a bare (frames, labels) video is a clip scoring `scored`."""
+def _placed(videos: Iterable[protocol.Clip | Video], scored: slice
+            ) -> Iterator[tuple[protocol.Place, protocol.Clip]]:
+    """Clips as they come, each with its place: its own (`protocol.clips`), or (i, 0) for
+    the i-th item; a bare (frames, labels) video is a clip scoring `scored`."""
     for i, item in enumerate(videos):
-        yield item if isinstance(item, protocol.Clip) else protocol.whole(*item, scored, str(i))
+        clip = item if isinstance(item, protocol.Clip) else protocol.whole(*item, scored, str(i))
+        yield clip.place or (i, 0), clip
 
 
-def _labelled_clips(clips: Iterable[protocol.Clip], num_classes: int, boundary_radius: int,
-                    skip: Callable[[int], bool]) -> Iterator[LabelledClip | None]:
+def _labelled_clips(clips: Iterable[tuple[protocol.Place, protocol.Clip]], num_classes: int,
+                    boundary_radius: int, skip: Callable[[protocol.Place], bool]
+                    ) -> Iterator[tuple[protocol.Place, LabelledClip | None]]:
     """`label_clip` of each clip; None for the clips `skip` names (not checked or banded)."""
-    for index, clip in enumerate(clips):
-        yield None if skip(index) else label_clip(clip, num_classes, boundary_radius)
+    for place, clip in clips:
+        yield place, None if skip(place) else label_clip(clip, num_classes, boundary_radius)
 
 
 @dataclasses.dataclass
@@ -379,9 +383,10 @@ def evaluate_schedule(
 
     Args:
       net: a staged net with `num_classes` (e.g. `model.FCN8s`).
-      videos: the clips the protocol runs for this schedule (`sources.Source.clips`), in a
-        fixed order; a plain (frames uint8 RGB `[T, H, W, 3]`, labels uint8 `[T, H, W]`,
-        255 = ignore) video is a clip scoring `scored` of its frames.
+      videos: the clips the protocol runs for this schedule (`sources.Source.clips`), in
+        their places' order; a plain (frames uint8 RGB `[T, H, W, 3]`, labels uint8
+        `[T, H, W]`, 255 = ignore) video is a clip scoring `scored` of its frames, and the
+        i-th item without a place has place (i, 0).
       schedule: a schedule or its name (`clockwork.parse_schedule`), the truncated
         baselines "pool4" / "pool3" included.
       mean_bgr: the data set's mean, BGR (`datasets.get(name).mean_bgr`).
@@ -395,12 +400,13 @@ def evaluate_schedule(
         FCN-8s's own skip scores stand in, and the row says so ("pool4 (fcn8s)").
       journal: where each clip's record goes as soon as it is done (then fetched per
         clip); clips it already holds for this row are not run again. Records are keyed
-        by clip index, so with `shard` each process keeps its own journal.
+        by the clip's place, so with `shard` each process keeps its own journal.
       shard: (process index, process count) of a multi-process run (`jax.process_index()`,
-        `jax.process_count()`): this process runs only clips i with i % count == index
-        (the others are not checked or banded), then the per-clip records of every
-        process are gathered, so every process returns the metrics of one process
-        running them all (wall_s: the slowest process's).
+        `jax.process_count()`): this process runs only the clips of videos i with
+        i % count == index, its place's first part (the others are not checked or
+        banded; `Source.clips(..., shard=)` does not even read them), then the per-clip
+        records of every process are gathered, so every process returns the metrics of
+        one process running them all (wall_s: the slowest process's).
 
     Returns:
       The table's row (`aggregate`).
@@ -415,32 +421,33 @@ def evaluate_schedule(
     scorer = ClipScorer(net, schedule, mean_bgr=mean_bgr, pred_lut=pred_lut, dtype=dtype,
                         baseline_net=baseline_net)
 
-    def journalled(index: int) -> dict | None:
-        return None if journal is None else journal.get(scorer.name, index)
+    def journalled(place: protocol.Place) -> dict | None:
+        return None if journal is None else journal.get(scorer.name, place)
 
-    def runs_here(index: int) -> bool:
-        return index % processes == process
+    def runs_here(place: protocol.Place) -> bool:
+        return place[0] % processes == process
 
-    records = []  # (clip index, record)
+    records = []  # (place, record)
     start = time.perf_counter()
-    labelled = _labelled_clips(_clips(videos, scored), scorer.num_classes, boundary_radius,
-                               lambda i: not runs_here(i) or journalled(i) is not None)
+    labelled = _labelled_clips(_placed(videos, scored), scorer.num_classes, boundary_radius,
+                               lambda p: not runs_here(p) or journalled(p) is not None)
     with prefetch(labelled) as labelled:
-        for index, item in enumerate(labelled):
+        for place, item in labelled:
             if item is None:
-                if runs_here(index):
-                    records.append((index, journalled(index)))
+                if runs_here(place):
+                    records.append((place, journalled(place)))
                 continue
             record = scorer.score(item)
             if journal is not None:
-                journal.add(scorer.name, index, record := record_on_host(record))
-            records.append((index, record))
-    records = [(i, record_on_host(r)) for i, r in records]  # the one wait for the device
+                journal.add(scorer.name, place, record := record_on_host(record))
+            records.append((place, record))
+    records = [(p, record_on_host(r)) for p, r in records]  # the one wait for the device
     wall = time.perf_counter() - start - scorer.compile_seconds
     if processes > 1:
         everyone = _gather({"wall": wall, "records": records})
         wall = max(p["wall"] for p in everyone)
-        records = sorted((tuple(x) for p in everyone for x in p["records"]), key=lambda x: x[0])
+        records = sorted(((tuple(place), r) for p in everyone for place, r in p["records"]),
+                         key=lambda x: x[0])
     if not records:
         raise ValueError("no clips to evaluate: the data source is empty")
     return aggregate([r for _, r in records], name=scorer.name, schedule=scorer.schedule,

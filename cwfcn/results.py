@@ -42,9 +42,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 class Journal:
-    """Per-video results of an evaluation in progress, so that a killed run resumes.
+    """Per-clip results of an evaluation in progress, so that a killed run resumes.
 
-    One JSON line per finished video, appended and synced before the next video starts,
+    One JSON line per finished clip, appended and synced before the next video starts,
     after a first line naming the job (`key`: whatever must match for the results to be
     reusable: config, weights, data, dtype). A journal of another job is started over; a
     line cut short by a kill is dropped. Delete it (`remove`) once the final results
@@ -53,7 +53,7 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike, key: str):
         self.path = os.fspath(path)
-        self._done: dict[tuple[str, int], dict] = {}
+        self._done: dict[tuple[str, tuple[int, ...]], dict] = {}
         lines = []
         if os.path.exists(self.path):
             with open(self.path, "r+") as f:
@@ -66,22 +66,22 @@ class Journal:
             for line in lines[1:]:
                 record = _loads(line)
                 if record is not None:
-                    self._done[(record.pop("schedule"), record.pop("index"))] = record
+                    self._done[(record.pop("schedule"), tuple(record.pop("place")))] = record
         else:
             append_json_line(self.path, {"key": key}, mode="w")
 
     def __len__(self) -> int:
         return len(self._done)
 
-    def get(self, schedule: str, index: int) -> dict | None:
-        """The record of video `index` under `schedule`, as it was added, if it was finished
-        earlier."""
-        return self._done.get((schedule, index))
+    def get(self, schedule: str, place: tuple[int, ...]) -> dict | None:
+        """The record of the clip at `place` (`protocol.Clip.place`) under `schedule`, as it
+        was added, if it was finished earlier."""
+        return self._done.get((schedule, tuple(place)))
 
-    def add(self, schedule: str, index: int, record: dict) -> None:
-        """Appends (and syncs) one finished video's record (JSON-able values)."""
-        append_json_line(self.path, {"schedule": schedule, "index": index, **record})
-        self._done[(schedule, index)] = record
+    def add(self, schedule: str, place: tuple[int, ...], record: dict) -> None:
+        """Appends (and syncs) one finished clip's record (JSON-able values)."""
+        append_json_line(self.path, {"schedule": schedule, "place": list(place), **record})
+        self._done[(schedule, tuple(place))] = record
 
     def remove(self) -> None:
         """Deletes the journal file (once the final results are written)."""

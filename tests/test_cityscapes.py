@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cwfcn.data import cityscapes
+from cwfcn.data import cityscapes, protocol
 
 H, W = 8, 10
 
@@ -213,6 +213,6 @@ def test_read_gives_the_20_frames_to_each_labelled_one(city_root, monkeypatch):
     real = cityscapes.read_rgb
     monkeypatch.setattr(cityscapes, "read_rgb", lambda path, fix: reads.append(path.name) or
                         real(path, fix))
-    (oracle,) = list(cityscapes.form(videos[:1], _sched("oracle"), "coin"))
+    (oracle,) = list(protocol.clips(videos[:1], cityscapes.form, _sched("oracle"), "coin"))
     assert reads == ["aachen_000000_000100_leftImg8bit.png"]  # the labelled frame alone
     assert _last_frames(oracle) == [100]

@@ -129,7 +129,7 @@ def test_a_clip_scored_into_a_record_aggregates_into_the_row(tmp_path):
     for i, (rgb, labels) in enumerate(videos):
         clip = protocol.whole(rgb, labels, slice(2, None), str(i))
         record = evaluation.record_on_host(scorer.score(evaluation.label_clip(clip, 5)))
-        read_back = results.Journal(tmp_path / "j.jsonl", "job").get(scorer.name, i)
+        read_back = results.Journal(tmp_path / "j.jsonl", "job").get(scorer.name, (i, 0))
         assert set(record) == set(read_back)
         assert {k: v for k, v in record.items() if k != "seconds"} == {
             k: v for k, v in read_back.items() if k != "seconds"}

@@ -19,7 +19,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from cwfcn.data import nyud
+from cwfcn.data import nyud, protocol
 
 H, W = 8, 10
 
@@ -490,7 +490,8 @@ def test_read_gives_every_10th_raw_frame_back_the_last_labelled(tmp_path, monkey
     real = nyud.read_rgb
     monkeypatch.setattr(nyud, "read_rgb", lambda path, fix: reads.append(path.name) or
                         real(path, fix))
-    (oracle, _) = nyud.form(nyud.clip_set(tmp_path, "test"), _sched("oracle"), "clip")
+    (oracle, _) = protocol.clips(nyud.clip_set(tmp_path, "test"), nyud.form, _sched("oracle"),
+                                 "clip")
     # The labelled frame of each clip alone: nothing before it is read.
     assert reads == ["frame_34.png", "frame_11.png"]
     assert oracle.frames[:, 0, 0, 0].tolist() == [34]

@@ -61,8 +61,8 @@ def assert_same_clips(raw, ours) -> None:
     raw, ours = list(raw), list(ours)
     assert len(raw) == len(ours) > 0
     for a, b in zip(raw, ours, strict=True):
-        assert (a.key, a.scored, a.counted, a.denominator) == (b.key, b.scored, b.counted,
-                                                               b.denominator)
+        assert (a.key, a.place, a.scored, a.counted, a.denominator) == (
+            b.key, b.place, b.scored, b.counted, b.denominator)
         np.testing.assert_array_equal(a.frames, b.frames)
         np.testing.assert_array_equal(a.labels, b.labels)
 
@@ -89,6 +89,31 @@ def test_prepared_sources_give_the_raw_layouts_clips(built, monkeypatch, name, c
                     list(ours.clips(schedule, phase))
                 continue
             assert_same_clips(want, ours.clips(schedule, phase))
+
+
+@pytest.mark.parametrize(("name", "config", "split"), list(VIDEO_CONFIGS))
+def test_a_process_reads_only_its_own_videos(built, monkeypatch, name, config, split):
+    """Multi-host evaluation shards by video index: process p of 2 reads only records
+    p, p + 2, ..., and its clips are those of one process's run at those places (the coin
+    and the keys drawn by the global index)."""
+    _, data_dir = built
+    short_seg11valid(monkeypatch)
+    reads = []
+    real = prepared.PreparedVideos.record
+    monkeypatch.setattr(prepared.PreparedVideos, "record",
+                        lambda self, i: reads.append(i) or real(self, i))
+    for spec in ("oracle", "skip", "adaptive:0.3"):
+        schedule = clockwork.parse_schedule(spec)
+        whole = list(prepared.open_prepared(f"{name}/{config}", str(data_dir)).clips(schedule))
+        assert [c.place for c in whole] == sorted(c.place for c in whole)
+        shards = []
+        for process in range(2):
+            source = prepared.open_prepared(f"{name}/{config}", str(data_dir))  # nothing kept
+            reads.clear()
+            shards.append(list(source.clips(schedule, shard=(process, 2))))
+            assert set(reads) == set(range(process, len(source.videos), 2))
+            assert all(c.place[0] % 2 == process for c in shards[-1])
+        assert_same_clips(whole, sorted(shards[0] + shards[1], key=lambda c: c.place))
 
 
 def phases_of(source, schedule) -> list[str | None]:

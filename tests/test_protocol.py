@@ -138,6 +138,35 @@ def test_labelled_videos_and_the_whole_form():
     video = protocol.labelled_video("k", frames, labels, slice(2, None))
     assert (video.times, video.labelled, video.scored) == ((0, 1, 2, 3, 4), (0, 1, 2, 3, 4),
                                                            (2, 3, 4))
-    clips = list(protocol.form_whole([video, video], None, "clip"))
+    clips = list(protocol.clips([video, video], protocol.form_whole, None, "clip"))
     assert [c.key for c in clips] == ["0", "1"]  # named by position, as before
     assert clips[0].scored == clips[0].counted == (2, 3, 4) and clips[0].denominator == 3
+
+
+def test_clips_place_each_clip_and_read_only_the_shards_videos():
+    """`clips`: video i's clips in order, each at (i, j); with a shard (p, n) only videos
+    i % n == p are read, and FORM sees every video's index (its draws are by index)."""
+    frames = np.zeros((2, 2, 2, 3), np.uint8)
+    reads = []
+
+    def read(i):
+        reads.append(i)
+        return protocol.labelled_video(f"v{i}", frames + i, np.zeros((2, 2, 2), np.uint8),
+                                       slice(None))
+
+    def form(videos, schedule, phase):  # video i gives i % 3 clips, scoring frame j % 2
+        assert len(videos) == 7
+        return lambda i, video: [protocol.whole(video.stacked(), video.label_maps(), (j % 2,),
+                                                key=f"{video.key}/{j}") for j in range(i % 3)]
+
+    videos = protocol.Lazy(7, read, keep=False)
+    everything = list(protocol.clips(videos, form, None, "clip"))
+    assert [c.place for c in everything] == [(1, 0), (2, 0), (2, 1), (4, 0), (5, 0), (5, 1)]
+    assert [c.key for c in everything] == ["v1/0", "v2/0", "v2/1", "v4/0", "v5/0", "v5/1"]
+    reads.clear()
+    mine = list(protocol.clips(videos, form, None, "clip", shard=(1, 3)))
+    assert reads == [1, 4]
+    assert [(c.place, c.key, c.scored, int(c.frames[0, 0, 0, 0])) for c in mine] == [
+        ((1, 0), "v1/0", (0,), 1), ((4, 0), "v4/0", (0,), 4)]
+    with pytest.raises(ValueError, match="shard"):
+        list(protocol.clips(videos, form, None, "clip", shard=(3, 3)))

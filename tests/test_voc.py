@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from cwfcn.data import voc
+from cwfcn.data import protocol, voc
 
 SEG11VALID_SHA256 = "4ca991bd72c251fd2485eaa9e29536502ea3800d1b1c17c151fd6a04bcfbc2cc"
 
@@ -255,5 +255,6 @@ def test_translated_read_scores_frames_2_on(tmp_path):
         assert video.key == image_id and video.times == video.labelled == (0, 1, 2, 3, 4, 5)
         assert video.scored == (2, 3, 4, 5)  # the paper's frames 2..5
         assert video.frames.shape[0] == 6 and video.label_maps().shape == video.frames.shape[:3]
-    (clip, _) = voc.DATASET.videos["pascal-translated"].form(videos, None, "clip")
+    (clip, _) = protocol.clips(videos, voc.DATASET.videos["pascal-translated"].form, None,
+                                "clip")
     assert clip.key == "0" and clip.scored == clip.counted == (2, 3, 4, 5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cwfcn.data import youtube
+from cwfcn.data import protocol, youtube
 
 H, W = 8, 10
 
@@ -347,8 +347,8 @@ def test_read_holds_the_scored_frames_and_those_10_and_20_back(shot_root, monkey
     real = youtube.read_frame
     monkeypatch.setattr(youtube, "read_frame", lambda root, shot_id, n, max_dim: reads.append(n)
                         or real(root, shot_id, n, max_dim))
-    clips = list(youtube.form(youtube.shots(shot_root, ["horse/0001/001"], max_dim=W),
-                              _sched("pipeline2"), "all"))
+    clips = list(protocol.clips(youtube.shots(shot_root, ["horse/0001/001"], max_dim=W),
+                                 youtube.form, _sched("pipeline2"), "all"))
     assert [_numbers(c) for c in clips] == [[12, 22], [27, 37]] and sorted(reads) == [12, 22,
                                                                                       27, 37]
 

@@ -147,26 +147,8 @@ class Split:
             entry = datasets.get(config.spec).videos[config.spec]
             return entry.read(datasets.Request(None if root is None else str(root), config.arg))
         ids = self.images.ids(str(root), self.raw_split)
-        return _Images(self.images, str(root), self.raw_split, ids)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Images(Sequence):
-    """The photos of an `Images` split as 1-frame videos (`image_video`), read on access."""
-
-    images: datasets.Images
-    root: str
-    split: str
-    ids: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(len(self))[i]]
-        image_id = self.ids[i]
-        return image_video(image_id, *self.images.read(self.root, self.split, image_id))
+        photos = self.images.indexed(str(root), self.raw_split)
+        return protocol.Lazy(len(ids), lambda i: image_video(ids[i], *photos[i]), keep=False)
 
 
 @dataclasses.dataclass(eq=False)

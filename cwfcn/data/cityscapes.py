@@ -26,6 +26,7 @@ TFRecords; reading the PNGs directly is a few lines.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -292,7 +293,7 @@ def videos(
 
 
 def form(videos: Sequence[protocol.Video], schedule, phase: str = "coin"
-         ) -> Iterator[protocol.Clip]:
+         ) -> protocol.ClipsOf:
     """FORM of Cityscapes: the clips a schedule runs, as cityscapes-clockwork-exp runs them.
 
     Per labelled frame (a `snippets` video, the labelled frame last), by the schedule's kind
@@ -316,7 +317,8 @@ def form(videos: Sequence[protocol.Video], schedule, phase: str = "coin"
       phase: the fixed schedules' phase policy ("coin", the reference's, by default).
 
     Returns:
-      An iterator of `protocol.Clip`s, read lazily (the phases drawn now).
+      The clips of each snippet (`protocol.ClipsOf`), read lazily (the phases drawn now, by
+      the snippet's index).
     """
     kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
     if kind == "fixed" and phase == "clip":
@@ -329,25 +331,24 @@ def form(videos: Sequence[protocol.Video], schedule, phase: str = "coin"
     if deepest >= DEFAULT_NUM_FRAMES:
         raise ValueError(f"phase {deepest} needs {deepest} frames before the labelled one; the "
                          f"sequence release has {SNIPPET_LABELLED_INDEX}: pick a smaller phase")
-    return _clips(videos, kind, per_frame)
+    return functools.partial(_clips_of, kind=kind, per_frame=per_frame)
 
 
-def _clips(videos: Sequence[protocol.Video], kind: str, per_frame
-           ) -> Iterator[protocol.Clip]:
-    for i, video in enumerate(videos):
-        t = len(video.frames)
-        if kind == "frame":
-            yield protocol.whole(np.stack([video.frames[t - 1]]),
-                                 np.stack([video.label(t - 1)]), (0,), key=video.key)
-        elif per_frame is None:
-            yield protocol.after_full_run(video.stacked(), video.label_maps(), (t - 1,),
-                                          video.key)
-        else:
-            for k in per_frame[i]:
-                frames = np.stack(list(video.frames[t - 1 - k:]))
-                labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
-                labels[-1] = video.label(t - 1)
-                yield protocol.Clip(frames, labels, (k,), (k,), 1, f"{video.key}@{k}")
+def _clips_of(i: int, video: protocol.Video, kind: str, per_frame
+              ) -> Iterator[protocol.Clip]:
+    t = len(video.frames)
+    if kind == "frame":
+        yield protocol.whole(np.stack([video.frames[t - 1]]),
+                             np.stack([video.label(t - 1)]), (0,), key=video.key)
+    elif per_frame is None:
+        yield protocol.after_full_run(video.stacked(), video.label_maps(), (t - 1,),
+                                      video.key)
+    else:
+        for k in per_frame[i]:
+            frames = np.stack(list(video.frames[t - 1 - k:]))
+            labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+            labels[-1] = video.label(t - 1)
+            yield protocol.Clip(frames, labels, (k,), (k,), 1, f"{video.key}@{k}")
 
 
 def clips(
@@ -367,7 +368,7 @@ def clips(
       An iterator of `protocol.Clip`s, read lazily (the split is listed, the phases drawn,
       now).
     """
-    return form(snippets(root, split, ids=ids), schedule, phase)
+    return protocol.clips(snippets(root, split, ids=ids), form, schedule, phase)
 
 
 # The gtFine-labelled frames by split (2975 train, 500 val).

@@ -17,16 +17,18 @@ import dataclasses
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from cwfcn.data import protocol
+
 # READ: `Request -> Sequence[protocol.Video]`, the videos a spec names.
 Read = Callable[["Request"], Sequence[Any]]
-# FORM: `(videos, schedule, phase) -> iterator of protocol.Clip`: what a schedule runs and
-# scores on `videos` (Sequence[protocol.Video]), the phase already checked.
-Form = Callable[[Sequence[Any], Any, str], Iterator[Any]]
+# FORM: `(videos, schedule, phase) -> protocol.ClipsOf`: what a schedule runs and scores on
+# each of `videos` (Sequence[protocol.Video]), the phase already checked.
+Form = Callable[[Sequence[Any], Any, str], Callable[[int, Any], Iterable[Any]]]
 # `step -> (images uint8 RGB [N, H, W, 3], labels uint8 [N, H, W])`.
 Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
@@ -52,18 +54,19 @@ class Request:
 class Videos:
     """One evaluation source of a data set (a `--data` spec): how its raw files become videos
     (READ), how a schedule runs them (FORM), and which phase policies (`protocol.PHASES`) it
-    takes. Raw reading is `form(read(request), schedule, phase)`; a prepared (TFDS) set
-    stores `read(request)` and is formed by the same `form`.
+    takes. Raw reading is `protocol.clips(read(request), form, schedule, phase)`; a prepared
+    (TFDS) set stores `read(request)` and is formed by the same `form`.
 
     Attributes:
       read: `Request -> Sequence[protocol.Video]`: lists the videos now (a wrong root or
         argument raises ValueError here, before any work) and reads each, and its frames,
         lazily on access. It applies the build-time protocol (label mapping, resizing,
         cropping, which frames a video holds) and sets each video's `scored` frames.
-      form: `(videos, schedule, phase) -> iterator of protocol.Clip`: the clips `schedule`
-        runs, what depends on the schedule (phases, pipeline warm-ups, frames alone for the
-        stateless ones, coin draws); `phase` is already checked and defaulted. It reads only
-        the frames its clips use.
+      form: `(videos, schedule, phase) -> protocol.ClipsOf`, `(i, video) -> the clips
+        `schedule` runs on video i`: what depends on the schedule (phases, pipeline
+        warm-ups, frames alone for the stateless ones, coin draws by the video's index);
+        `phase` is already checked and defaulted. It checks the schedule and phase when
+        called, and reads only the frames its clips use.
       protocol: the reference the protocol follows, for tables and results.
       help: the spec as `sources.SOURCE_HELP` lists it.
       phase: the default phase policy of fixed schedules (the reference's).
@@ -103,14 +106,25 @@ class Images:
     split: str
     resolve_root: Callable[[str], str] = str
 
-    def examples(self, root: str, split: str | None = None
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """`(image uint8 [H, W, 3], label uint8 [H, W])` for each id of `split` (None: the
-        default `split`) under `root`: the split is listed now (a missing one raises here),
-        the images are read lazily."""
+    def indexed(self, root: str, split: str | None = None
+                ) -> Sequence[tuple[np.ndarray, np.ndarray]]:
+        """`(image uint8 [H, W, 3], label uint8 [H, W])` of each id of `split` (None: the
+        default `split`) under `root`, random access: the split is listed now (a missing one
+        raises here), item i is read when asked for (and not kept)."""
         root, split = self.resolve_root(root), self.split if split is None else split
         ids = self.ids(root, split)
-        return (self.read(root, split, image_id) for image_id in ids)
+        return protocol.Lazy(len(ids), functools.partial(_read_id, self.read, root, split, ids),
+                             keep=False)
+
+    def examples(self, root: str, split: str | None = None
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The examples of `indexed`, one by one."""
+        return iter(self.indexed(root, split))
+
+
+def _read_id(read: Callable[[str, str, str], Any], root: str, split: str, ids: Sequence[str],
+             i: int) -> Any:
+    return read(root, split, ids[i])
 
 
 @dataclasses.dataclass(frozen=True)

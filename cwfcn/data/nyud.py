@@ -40,6 +40,7 @@ ground truth carry labels filled with 255, so here only ``labels[-1]`` is not al
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -328,7 +329,7 @@ def clip_videos(
 
 
 def form(videos: Sequence[protocol.Video], schedule, phase: str = "clip"
-         ) -> Iterator[protocol.Clip]:
+         ) -> protocol.ClipsOf:
     """FORM of NYUDv2: the clips a schedule runs, labelled frame by labelled frame.
 
     The authors' code has no NYUD experiment; the paper (section 5): "Our pipelined and
@@ -348,32 +349,32 @@ def form(videos: Sequence[protocol.Video], schedule, phase: str = "clip"
       phase: the fixed schedules' phase policy.
 
     Returns:
-      An iterator of `protocol.Clip`s, read lazily (the phases are drawn now).
+      The clips of each video (`protocol.ClipsOf`), read lazily (the phases drawn now, by
+      the video's index).
     """
     kind, phase = protocol.kind(schedule), protocol.check_phase(phase)
     per_frame = (protocol.phases(phase, schedule.cycle, len(videos))
                  if kind == "fixed" and phase != "clip" else None)
-    return _clips(videos, kind, per_frame)
+    return functools.partial(_clips_of, kind=kind, per_frame=per_frame)
 
 
-def _clips(videos: Sequence[protocol.Video], kind: str, per_frame
-           ) -> Iterator[protocol.Clip]:
-    for i, video in enumerate(videos):
-        last = len(video.frames) - 1
-        if kind == "frame":  # the labelled frame alone: read no more
-            yield protocol.whole(np.stack([video.frames[last]]), np.stack([video.label(last)]),
-                                 (0,), key=video.key)
-        elif per_frame is None:
-            yield protocol.after_full_run(video.stacked(), video.label_maps(), (last,),
-                                          video.key)
-        else:
-            for k in per_frame[i]:
-                if k > last:
-                    raise ValueError(
-                        f"NYUD clip {video.key} has {last + 1} frames: phase {k} needs "
-                        f"{k + 1}; pick a smaller phase (--phase fixed:K) or --phase clip")
-                yield protocol.phase_clip(lambda back, v=video, n=last: v.frames[n - back],
-                                          video.label(last), k, key=video.key)
+def _clips_of(i: int, video: protocol.Video, kind: str, per_frame
+              ) -> Iterator[protocol.Clip]:
+    last = len(video.frames) - 1
+    if kind == "frame":  # the labelled frame alone: read no more
+        yield protocol.whole(np.stack([video.frames[last]]), np.stack([video.label(last)]),
+                             (0,), key=video.key)
+    elif per_frame is None:
+        yield protocol.after_full_run(video.stacked(), video.label_maps(), (last,),
+                                      video.key)
+    else:
+        for k in per_frame[i]:
+            if k > last:
+                raise ValueError(
+                    f"NYUD clip {video.key} has {last + 1} frames: phase {k} needs "
+                    f"{k + 1}; pick a smaller phase (--phase fixed:K) or --phase clip")
+            yield protocol.phase_clip(lambda back: video.frames[last - back], video.label(last),
+                                  k, key=video.key)
 
 
 def clips(
@@ -392,7 +393,7 @@ def clips(
     Returns:
       An iterator of `protocol.Clip`s, read lazily (the split is listed now).
     """
-    return form(clip_set(root, split, stride), schedule, phase)
+    return protocol.clips(clip_set(root, split, stride), form, schedule, phase)
 
 
 # `--data nyud`: the test split's clips (`clips`), the directory checked when it opens.

@@ -22,7 +22,9 @@ this module.
 from __future__ import annotations
 
 import collections.abc
+import functools
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,24 +261,12 @@ def open_prepared(spec: str, data_dir: str | None, config=None):
                                videos(spec, data_dir), config)
 
 
-class PreparedImages(collections.abc.Sequence):
-    """The labelled photos of a prepared images split: ``(image uint8 [H, W, 3], label uint8
-    [H, W])``, read on access."""
-
-    def __init__(self, prepared: PreparedVideos):
-        self._videos = prepared
-
-    def __len__(self) -> int:
-        return len(self._videos)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(len(self))[i]]
-        video = self._videos[i]
-        return np.asarray(video.frames[0]), np.asarray(video.labels[0])
+def _photo(videos: PreparedVideos, i: int) -> tuple[np.ndarray, np.ndarray]:
+    video = videos[i]
+    return np.asarray(video.frames[0]), np.asarray(video.labels[0])
 
 
-def images(spec: str, data_dir: str | None) -> PreparedImages:
+def images(spec: str, data_dir: str | None) -> Sequence[tuple[np.ndarray, np.ndarray]]:
     """The labelled photos of a prepared images split, random access (for training).
 
     Args:
@@ -298,7 +288,8 @@ def images(spec: str, data_dir: str | None) -> PreparedImages:
                or "a data set with an images config")
         raise ValueError(f"{name}/{config_name} holds videos to evaluate, not training photos: "
                          f"train on {use}")
-    return PreparedImages(videos(spec, data_dir))
+    split = videos(spec, data_dir)
+    return protocol.Lazy(len(split), functools.partial(_photo, split), keep=False)
 
 
 def record_of(spec: str) -> datasets.DataSet:

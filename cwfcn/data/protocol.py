@@ -26,8 +26,10 @@ policy (`PHASES`) says which phases are scored:
 A data set's code is in two parts. READ turns its raw files (or its prepared TFDS records)
 into `Video`s: the frames it holds, their times, which are labelled, which are scored, with
 the build-time protocol applied (label mapping, resizing, cropping). FORM turns videos, a
-schedule and a phase policy into the `Clip`s the schedule runs (`datasets.Videos`). Frames
-are read lazily (`Lazy`), so FORM reads only the frames its clips use.
+schedule and a phase policy into the clips of each video (`ClipsOf`, `datasets.Videos`).
+Frames are read lazily (`Lazy`), so FORM reads only the frames its clips use, and `clips`
+visits only the videos asked for: a process of a multi-host run reads only its own
+(`shard`), each clip keeping its place in the whole data set's order.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import collections.abc
 import dataclasses
 import itertools
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -47,6 +49,8 @@ PHASE_HELP = ("clip (from the clip's first frame), all (every phase, summed), co
               "seeded coin per labelled frame), fixed:K (K frames after the last full firing)")
 # cityscapes-clockwork-exp cell 0: `random.seed(0xCAFFE)`, once for the whole notebook.
 COIN_SEED = 0xCAFFE
+# A clip's place in a data set's order: (video, clip of that video).
+Place = tuple[int, int]
 
 
 class Lazy(collections.abc.Sequence):
@@ -209,8 +213,10 @@ class Clip:
         of frames fired.
       denominator: the frame count that fraction divides by (>= len(counted): Cityscapes
         counts the forced full run on the clip's first frame there, not in the firings).
-      key: what the clip is (a shot, a labelled frame and its phase), for journals and
-        plots.
+      key: what the clip is (a shot, a labelled frame and its phase), for plots.
+      place: (video, clip of that video) in the data set's order, set by `clips`; None for
+        a clip made alone. Evaluation keys its records by it (journals, the gathered
+        records of a multi-host run).
     """
 
     frames: np.ndarray
@@ -219,6 +225,7 @@ class Clip:
     counted: tuple[int, ...]
     denominator: int
     key: str = ""
+    place: Place | None = None
 
     def __post_init__(self):
         t = len(self.frames)
@@ -272,13 +279,43 @@ def whole(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int] | slice,
     return Clip(frames, labels, idx, idx, len(idx), key)
 
 
-def form_whole(videos: Sequence[Video], schedule, phase: str) -> Iterator[Clip]:
+def form_whole(videos: Sequence[Video], schedule, phase: str) -> ClipsOf:
     """The FORM of whole videos, the same for every schedule and phase (translated PASCAL, the
     sample, synthetic scenes, a video file): each video one clip from its first frame, its
     `scored` frames scored and counted, named by its position ("0", "1", ...)."""
-    del schedule, phase
-    return (whole(video.stacked(), video.label_maps(), video.scored, key=str(i))
-            for i, video in enumerate(videos))
+    del videos, schedule, phase
+    return lambda i, video: (whole(video.stacked(), video.label_maps(), video.scored,
+                                   key=str(i)),)
+
+
+# What a FORM returns: `(i, video) -> the clips of video i` (its index in the data set), in
+# order, read lazily.
+ClipsOf = Callable[[int, Video], Iterable[Clip]]
+
+
+def clips(videos: Sequence[Video], form: Callable[[Sequence[Video], object, str], ClipsOf],
+          schedule, phase: str, *, shard: tuple[int, int] | None = None) -> Iterator[Clip]:
+    """The clips a FORM gives `schedule` on `videos`, each with its `place`.
+
+    Args:
+      videos: the data set's videos, read on access.
+      form: the data set's FORM, `(videos, schedule, phase) -> ClipsOf` (it checks the
+        schedule and phase when called, before any video is read).
+      schedule: a `clockwork.Schedule` (or the evaluator's baseline).
+      phase: the phase policy (`PHASES`; the FORM checks it).
+      shard: (process, processes): only videos i with i % processes == process are read
+        and formed (the clips of one video run on one process); None: all.
+
+    Returns:
+      The clips, video by video, in data-set order.
+    """
+    process, processes = shard or (0, 1)
+    if not 0 <= process < processes:
+        raise ValueError(f"shard {shard}: not (process index, process count)")
+    clips_of = form(videos, schedule, phase)
+    return (dataclasses.replace(clip, place=(i, j))
+            for i in range(process, len(videos), processes)
+            for j, clip in enumerate(clips_of(i, videos[i])))
 
 
 def after_full_run(frames: np.ndarray, labels: np.ndarray, scored: Sequence[int],

@@ -45,8 +45,8 @@ class Source:
       num_classes: the label classes C scored (255 = ignore).
       mean_bgr: the mean its frames need, BGR (`model.preprocess`; `DataSet.mean_bgr`).
       videos: its videos (`protocol.Video`), read lazily on access.
-      form: `(videos, schedule, phase) -> iterator of protocol.Clip`: what a schedule runs
-        and scores (`datasets.Videos.form`).
+      form: `(videos, schedule, phase) -> protocol.ClipsOf`: what a schedule runs and
+        scores on each video (`datasets.Videos.form`).
       phase: the default phase policy of fixed schedules (the reference's).
       phases: the phase policies it takes.
       pred_lut: the net's class -> the scored class (YouTube-Objects maps VOC's 21 to its
@@ -78,10 +78,13 @@ class Source:
                              f"not {phase!r} ({self.protocol})")
         return phase
 
-    def clips(self, schedule, phase: str | None = None) -> Iterator[protocol.Clip]:
-        """The clips `schedule` runs, each checked: labels outside [0, C) other than 255 raise
-        ValueError."""
-        for clip in self.form(self.videos, schedule, self.check_phase(phase)):
+    def clips(self, schedule, phase: str | None = None, *,
+              shard: tuple[int, int] | None = None) -> Iterator[protocol.Clip]:
+        """The clips `schedule` runs (`protocol.clips`, each with its place), each checked:
+        labels outside [0, C) other than 255 raise ValueError. With `shard` (process,
+        processes), only the videos i with i % processes == process are read."""
+        for clip in protocol.clips(self.videos, self.form, schedule, self.check_phase(phase),
+                                   shard=shard):
             metrics.check_labels(clip.labels, self.num_classes)
             yield clip
 

@@ -41,20 +41,6 @@ _POSITIONS = 2**40
 _READ = grain.ReadOptions(num_threads=4, prefetch_buffer_size=8)
 
 
-class _Examples(Sequence):
-    """The examples of one split of a `datasets.Images`, by index: item i is
-    `read(root, split, ids[i])`, read when asked for."""
-
-    def __init__(self, images: datasets.Images, root: str, split: str, ids: Sequence[str]):
-        self._read, self._root, self._split, self._ids = images.read, root, split, list(ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __getitem__(self, i):
-        return self._read(self._root, self._split, self._ids[i])
-
-
 def image_training(train: datasets.Images, val: datasets.Images) -> datasets.Training:
     """The `Training` of a data set of labelled photos: the whole images of
     `config.data.split` under `config.data.root` (random access, read when their step comes),
@@ -66,8 +52,7 @@ def image_training(train: datasets.Images, val: datasets.Images) -> datasets.Tra
       val: the validation images (SBD validates on a VOC2011 split: VOC's images).
     """
     def examples(config: ml_collections.ConfigDict) -> Sequence[tuple[np.ndarray, np.ndarray]]:
-        root, split = train.resolve_root(config.data.root), config.data.split
-        return _Examples(train, root, split, train.ids(root, split))
+        return train.indexed(config.data.root, config.data.split)
 
     def validation(config: ml_collections.ConfigDict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         data = config.data

@@ -41,6 +41,7 @@ a split file listing such ids, one a line, can be read with `cwfcn.data.files.re
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -408,7 +409,7 @@ def shots(
 
 
 def form(videos: Sequence[protocol.Video], schedule, phase: str = "all"
-         ) -> Iterator[protocol.Clip]:
+         ) -> protocol.ClipsOf:
     """FORM of YouTube-Objects: the clips a schedule runs, as the reference notebooks run them.
 
     Per shot (a `shots` video), over its scored frames f >= 21, by the schedule's kind:
@@ -431,15 +432,16 @@ def form(videos: Sequence[protocol.Video], schedule, phase: str = "all"
       phase: the fixed schedules' phase policy (`protocol.PHASES`; "clip" is not one here).
 
     Returns:
-      An iterator of `protocol.Clip`s, read lazily (the phase checked now).
+      The clips of each shot (`protocol.ClipsOf`), read lazily (the phase checked now).
     """
+    del videos
     kind = protocol.kind(schedule)
     if kind == "fixed":
         phase = protocol.check_phase(phase)
         if phase == "clip":
             raise ValueError("YouTube-Objects has no clip to start a fixed schedule from: use "
                              "--phase all (the reference), coin or fixed:K")
-    return _clips(videos, schedule, kind, phase)
+    return functools.partial(_clips_of, schedule=schedule, kind=kind, phase=phase)
 
 
 def _frame_of(video: protocol.Video) -> Callable[[int], np.ndarray]:
@@ -455,35 +457,35 @@ def _frame_of(video: protocol.Video) -> Callable[[int], np.ndarray]:
     return frame_of
 
 
-def _clips(videos: Sequence[protocol.Video], schedule, kind: str, phase: str
-           ) -> Iterator[protocol.Clip]:
-    for video in videos:
-        if not video.scored:
-            continue
-        numbers = [video.times[j] for j in video.scored]
-        label = {video.times[j]: video.label(j) for j in video.scored}
-        frame_of = _frame_of(video)
-        scored = [frame_of(f) for f in numbers]
-        if kind == "frame":
-            yield protocol.whole(np.stack(scored), np.stack([label[f] for f in numbers]),
-                                 range(len(numbers)), key=video.key)
-        elif kind == "adaptive":
-            frames = np.stack([_loader(frame_of, video.key, numbers[0])(1), *scored])
-            labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
-            labels[1:] = np.stack([label[f] for f in numbers])
-            idx = tuple(range(1, len(frames)))
-            yield protocol.Clip(frames, labels, idx, idx, len(idx), video.key)
-        else:
-            per_frame = (protocol.phases(phase, schedule.cycle, len(numbers))
-                         if kind == "fixed" else None)
-            for i, f in enumerate(numbers):
-                load, key = _loader(frame_of, video.key, f), f"{video.key}/{f}"
-                if kind == "pipeline":
-                    yield protocol.backs_clip(load, label[f], protocol.pipeline_backs(schedule),
-                                              key=key)
-                else:
-                    for k in per_frame[i]:
-                        yield protocol.phase_clip(load, label[f], k, key=key)
+def _clips_of(index: int, video: protocol.Video, schedule, kind: str, phase: str
+              ) -> Iterator[protocol.Clip]:
+    del index  # a shot's phases are drawn per shot
+    if not video.scored:
+        return
+    numbers = [video.times[j] for j in video.scored]
+    label = {video.times[j]: video.label(j) for j in video.scored}
+    frame_of = _frame_of(video)
+    scored = [frame_of(f) for f in numbers]
+    if kind == "frame":
+        yield protocol.whole(np.stack(scored), np.stack([label[f] for f in numbers]),
+                             range(len(numbers)), key=video.key)
+    elif kind == "adaptive":
+        frames = np.stack([_loader(frame_of, video.key, numbers[0])(1), *scored])
+        labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
+        labels[1:] = np.stack([label[f] for f in numbers])
+        idx = tuple(range(1, len(frames)))
+        yield protocol.Clip(frames, labels, idx, idx, len(idx), video.key)
+    else:
+        per_frame = (protocol.phases(phase, schedule.cycle, len(numbers))
+                     if kind == "fixed" else None)
+        for i, f in enumerate(numbers):
+            load, key = _loader(frame_of, video.key, f), f"{video.key}/{f}"
+            if kind == "pipeline":
+                yield protocol.backs_clip(load, label[f], protocol.pipeline_backs(schedule),
+                                          key=key)
+            else:
+                for k in per_frame[i]:
+                    yield protocol.phase_clip(load, label[f], k, key=key)
 
 
 def clips(
@@ -509,7 +511,7 @@ def clips(
       An iterator of `protocol.Clip`s, read lazily (the shots are listed, the arguments
       checked, now).
     """
-    return form(shots(root, ids, threshold, max_dim), schedule, phase)
+    return protocol.clips(shots(root, ids, threshold, max_dim), form, schedule, phase)
 
 
 def full_rate_video(
@@ -551,17 +553,17 @@ def full_rate_shots(root: str | os.PathLike[str], ids: Iterable[str] | None = No
 
 
 def form_full_rate(videos: Sequence[protocol.Video], schedule, phase: str
-                   ) -> Iterator[protocol.Clip]:
+                   ) -> protocol.ClipsOf:
     """FORM of `--data youtube-full`: one clip per shot, every schedule from the shot's first
     labelled frame; the masked frames scored, every frame after the first counted."""
-    del schedule, phase
-    return (protocol.after_full_run(video.stacked(), video.label_maps(), video.scored,
-                                    video.key) for video in videos)
+    del videos, schedule, phase
+    return lambda i, video: (protocol.after_full_run(video.stacked(), video.label_maps(),
+                                                     video.scored, video.key),)
 
 
 def full_rate_clips(root: str, ids: list[str], schedule, phase: str) -> Iterator[protocol.Clip]:
     """YouTube-Objects shots at full rate (`form_full_rate` of `full_rate_shots`)."""
-    return form_full_rate(full_rate_shots(root, ids), schedule, phase)
+    return protocol.clips(full_rate_shots(root, ids), form_full_rate, schedule, phase)
 
 
 DATASET = datasets.DataSet(
