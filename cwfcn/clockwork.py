@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cwfcn import compilation
 from cwfcn.schedules import (
     ADAPTIVE_SIGNALS,
     ALL_SCHEDULES,
@@ -48,6 +49,7 @@ from cwfcn.schedules import (
 __all__ = [  # the schedules' names are re-exported: the public API is clockwork.X
     "ADAPTIVE_SIGNALS", "ALL_SCHEDULES", "BASELINES", "DEFAULT_CHUNK", "DEFAULT_STAGES",
     "DEFAULT_THETA", "DTYPES", "SCHEDULE_HELP", "STATIC_ARGNAMES", "ClockState", "Clockwork",
+    "CompiledRun",
     "Prepared", "RunOutput", "Schedule", "StagesOutput", "Staging", "bind_schedule",
     "cast_params", "check_frames", "clock_change", "clock_classes", "clock_signal",
     "compile_counts", "compute_dtype", "fill_lags", "init_state", "parse_schedule",
@@ -456,6 +458,9 @@ def _run_video_jit(params, frames, *, graphdef, staging, schedule, dtype) -> Run
     return _scan_frames(graphdef, staging, schedule, params, state, frames)[1]
 
 
+_argmax_jit = jax.jit(functools.partial(jnp.argmax, axis=-1))
+
+
 def compile_counts() -> dict[str, int]:
     """How many executables each jitted entry point holds in this process: one per
     (net structure, schedule, dtype, frame or chunk shape) it has met; a retrace would
@@ -591,12 +596,101 @@ class Clockwork:
         """
         if not checked:
             check_frames(frames, 4, "frames")
-        state = self.init(frames.shape[1:])
-        for start in range(0, len(frames), chunk):
-            part = frames[start : start + chunk]
-            length = len(part)
-            if start and length < chunk:  # padded on the host: no op of its own to compile
-                part = np.asarray(part)
-                part = np.concatenate([part, np.repeat(part[-1:], chunk - length, 0)])
-            state, out = _scan_from_state_jit(self.params, state, jnp.asarray(part), **self._static)
-            yield RunOutput(*(leaf[:length] for leaf in out))
+        scan = functools.partial(_scan_from_state_jit, self.params, **self._static)
+        return _chunked(self.init(frames.shape[1:]), scan, frames, chunk)
+
+
+def _chunk_parts(frames: jax.Array | np.ndarray, chunk: int) -> Iterator[tuple[jax.Array, int]]:
+    """`(part [chunk, H, W, 3], frames it holds)` of a video, `chunk` frames at a time; a
+    short last part of a longer video is padded with its last frame (on the host: no op
+    of its own to compile), so every scan after the first has one shape."""
+    for start in range(0, len(frames), chunk):
+        part = frames[start : start + chunk]
+        length = len(part)
+        if start and length < chunk:
+            part = np.asarray(part)
+            part = np.concatenate([part, np.repeat(part[-1:], chunk - length, 0)])
+        yield jnp.asarray(part), length
+
+
+def _chunked(state: ClockState, scan: Callable, frames, chunk: int) -> Iterator[RunOutput]:
+    """Each chunk's `RunOutput` of `scan(state, part) -> (state, RunOutput)` over a video."""
+    for part, length in _chunk_parts(frames, chunk):
+        state, out = scan(state, part)
+        yield RunOutput(*(leaf[:length] for leaf in out))
+
+
+class CompiledRun:
+    """`run` of one net and schedule, compiled ahead of time per video shape.
+
+    `compile(shape)` lowers and compiles what `run` runs on a video of that shape (one
+    scan, or for a video longer than `chunk` the initial state and a chunk's scan)
+    without running any frame; calling runs only compiled executables (compiling first
+    for a shape not compiled yet). The programs are `run`'s own, so the outputs are
+    exactly `run`'s. An evaluation that times its runs compiles first, then times, and
+    never runs a video just to compile it.
+
+    Example:
+      runs = CompiledRun(net, "adaptive:0.25")
+      seconds = runs.compile(frames.shape)
+      out = runs(frames)  # == run(net, frames, "adaptive:0.25")
+    """
+
+    def __init__(self, net: nnx.Module, schedule: str | Schedule, *, dtype: Any = None,
+                 chunk: int = DEFAULT_CHUNK, classes: bool = False):
+        """See `run` for net, schedule, dtype and chunk; `classes`: the outputs' scores are
+        the class maps, int32 `[T, H, W]` (their argmax, per chunk on the device), not the
+        scores."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be a positive number of frames, got {chunk}")
+        prepared = prepare(net, schedule)
+        self.schedule, self.chunk, self.classes = prepared.schedule, chunk, classes
+        self.dtype = compute_dtype(dtype)
+        self._params = prepared.params
+        self._cast = cast_params(prepared.params, self.dtype)  # what the chunked scans take
+        self._run = compilation.Executables(_run_video_jit, dtype=self.dtype, **prepared.static)
+        self._init = compilation.Executables(_init_state_jit, **prepared.static)
+        self._scan = compilation.Executables(_scan_from_state_jit, **prepared.static)
+        self._argmax = compilation.Executables(_argmax_jit)
+
+    @property
+    def compile_seconds(self) -> float:
+        """The time spent compiling so far."""
+        return sum(e.compile_seconds for e in (self._run, self._init, self._scan, self._argmax))
+
+    def compile(self, shape: tuple[int, ...]) -> float:
+        """Compiles for videos of `shape` `[T, H, W, 3]` (float32, preprocessed), running
+        nothing; returns the seconds it took (0 for a shape compiled already)."""
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != 4 or shape[-1] != 3 or 0 in shape:
+            raise ValueError(f"a video shape is [T, H, W, 3] with T, H, W >= 1, got {shape}")
+        before = self.compile_seconds
+        if shape[0] <= self.chunk:
+            out = self._run.compile(self._params, jax.ShapeDtypeStruct(shape, jnp.float32))
+            scores = out.out_info.scores
+        else:
+            state = self._init.compile(self._cast, frame_shape=shape[1:]).out_info
+            part = jax.ShapeDtypeStruct((self.chunk, *shape[1:]), jnp.float32)
+            scores = self._scan.compile(self._cast, state, part).out_info[1].scores
+        if self.classes:
+            self._argmax.compile(scores)
+        return self.compile_seconds - before
+
+    def __call__(self, frames: jax.Array | np.ndarray) -> RunOutput:
+        """`run(net, frames, schedule, dtype=, chunk=)` (class maps for `classes`): one
+        `RunOutput` on the device, or for a video longer than `chunk` numpy arrays moved
+        to the host chunk by chunk."""
+        check_frames(frames, 4, "frames")
+        self.compile(frames.shape)
+        if len(frames) <= self.chunk:
+            return self._maps(self._run(self._params, jnp.asarray(frames)))
+        def scan(state: ClockState, part: jax.Array) -> tuple[ClockState, RunOutput]:
+            state, out = self._scan(self._cast, state, part)
+            return state, self._maps(out)  # on the whole chunk: one shape, compiled
+
+        state = self._init(self._cast, frame_shape=tuple(frames.shape[1:]))
+        parts = [jax.device_get(out) for out in _chunked(state, scan, frames, self.chunk)]
+        return RunOutput(*(np.concatenate(leaf) for leaf in zip(*parts, strict=True)))
+
+    def _maps(self, out: RunOutput) -> RunOutput:
+        return out._replace(scores=self._argmax(out.scores)) if self.classes else out

@@ -4,12 +4,16 @@ Compiling the clockwork engine for FCN-8s takes seconds per (schedule, frame sha
 with the cache, a later process loads the compiled executable from disk instead.
 `train.py`, `evaluate.py`, `bench/schedules.py` and the notebook call `enable_cache()`; set
 `CWFCN_COMPILATION_CACHE=0` to turn it off, or to a directory to put it there.
+
+`Executables` compiles a jitted function ahead of time (`lower().compile()`), so that no
+input is run just to compile it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,3 +56,44 @@ def enable_cache(environ: Mapping[str, str] = os.environ) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return path
+
+
+class Executables:
+    """A jitted function compiled ahead of time, once per argument shapes and dtypes.
+
+    `compile(*args)` lowers and compiles for the arguments' shapes (arrays or
+    `jax.ShapeDtypeStruct`s) without running anything; calling runs the compiled
+    executable, compiling first for shapes not met yet. Calling `jax.jit` directly
+    would compile again: its dispatch cache does not hold executables compiled by
+    `lower().compile()`. So a caller that must not run frames just to compile them
+    (an evaluation timing its runs) compiles here, then calls.
+
+    Attributes:
+      compile_seconds: the time spent lowering and compiling so far.
+    """
+
+    def __init__(self, jitted, **static):
+        """`jitted`: a `jax.jit` function; `static`: its static keyword arguments."""
+        self._jitted, self._static = jitted, static
+        self._compiled: dict[tuple, object] = {}
+        self.compile_seconds = 0.0
+
+    def compile(self, *args, **static):
+        """The executable for `args`' shapes and dtypes (and the static keyword arguments
+        `static`, with those given at construction), compiled now if it is new.
+
+        Returns:
+          The `jax.stages.Compiled`, whose `out_info` gives the outputs' shapes.
+        """
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves),
+               tuple(sorted(static.items())))
+        if key not in self._compiled:
+            start = time.perf_counter()
+            self._compiled[key] = self._jitted.lower(*args, **self._static, **static).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return self._compiled[key]
+
+    def __call__(self, *args, **static):
+        """Runs the compiled executable for `args` (static arguments are not passed to it)."""
+        return self.compile(*args, **static)(*args)

@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -33,7 +34,7 @@ from cwfcn import (
     train_lib,
     weights,
 )
-from cwfcn.data import datasets, samples, sources, video
+from cwfcn.data import datasets, protocol, samples, sources, video
 
 
 def _say(message: str) -> None:
@@ -171,6 +172,7 @@ def run_schedules(
     baseline_nets: Mapping[str, nnx.Module] | None = None,
     journal: results.Journal | None = None,
     shard: tuple[int, int] | None = None,
+    on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
 ) -> list[dict]:
     """The table's rows: each schedule over the clips the data set's protocol gives it.
 
@@ -184,6 +186,7 @@ def run_schedules(
       baseline_nets: truncated baseline name -> its own net; the others use FCN-8s's
         skip scores (`evaluation.row_name`).
       journal, shard: as `evaluation.evaluate_schedule`.
+      on_first_clip: `evaluation.evaluate_schedule`'s, for the last schedule.
 
     Returns:
       One row per schedule (`evaluation.aggregate`), with `phase` (the fixed schedules'
@@ -191,12 +194,12 @@ def run_schedules(
     """
     phase = source.check_phase(phase)
     rows = []
-    for schedule in schedules:
+    for i, schedule in enumerate(schedules):
         row = evaluation.evaluate_schedule(
             net, source.clips(schedule, phase, shard=shard), schedule, mean_bgr=source.mean_bgr,
             boundary_radius=boundary_radius, pred_lut=source.pred_lut, dtype=dtype,
             baseline_net=_baseline_net(schedule, baseline_nets or {}), journal=journal,
-            shard=shard)
+            shard=shard, on_first_clip=on_first_clip if i == len(schedules) - 1 else None)
         row["phase"] = phase if row["kind"] == "fixed" else None
         rows.append(row)
     return evaluation.add_speedups(rows)
@@ -233,27 +236,32 @@ def write_plots(folder: str | os.PathLike, rows: Sequence[dict], title: str = ""
 
 def write_overlay(path: str | os.PathLike, net: nnx.Module, source: sources.Source,
                   schedule: clockwork.Schedule, *, baseline_net: nnx.Module | None = None,
-                  fps: float = 25.0) -> int:
-    """The first video's segmentation under `schedule`, blended over its frames, with a
+                  fps: float = 25.0, scored: tuple | None = None) -> int:
+    """The first clip's segmentation under `schedule`, blended over its frames, with a
     mark where the last stage fired (`video.write_overlay`).
 
     Args:
       path: the video file to write.
       net: the net evaluated.
-      source: the data set (its first video, mean and class mapping).
+      source: the data set (its first clip, mean and class mapping).
       schedule: the schedule.
       baseline_net: a truncated baseline's own net (`evaluation.predict`).
       fps: frames per second of the video.
+      scored: (clip, class maps int [T, H, W], fired bool [T, N]) of that clip as the
+        evaluation ran it (`run_schedules`' `on_first_clip`); None: it is run now.
 
     Returns:
       The number of frames written.
     """
-    rgb, _ = next(iter(source))
-    preds, fired, _ = evaluation.predict(net, model.preprocess(rgb, source.mean_bgr), schedule,
-                                         baseline_net=baseline_net)
+    if scored is None:
+        clip = next(source.clips(schedule))
+        preds, fired, _ = evaluation.predict(net, model.preprocess(clip.frames, source.mean_bgr),
+                                             schedule, baseline_net=baseline_net)
+    else:
+        clip, preds, fired = scored
     if source.pred_lut is not None:
         preds = np.asarray(source.pred_lut)[preds]
-    return video.write_overlay(path, rgb, preds, num_classes=source.num_classes,
+    return video.write_overlay(path, clip.frames, preds, num_classes=source.num_classes,
                                fired=fired[:, -1], fps=fps)
 
 
@@ -308,6 +316,7 @@ def evaluate(
     Returns:
       The rows (`run_schedules`), on every process.
     """
+    started = time.perf_counter()
     process, processes = jax.process_index(), jax.process_count()
     thetas = _parse_options(config, schedule, theta, target_rate, calibration_frames)
     baseline_paths = parse_baselines(baselines)
@@ -339,15 +348,22 @@ def evaluate(
         journal = results.Journal(f"{output}{part}.partial.jsonl", job)
         if len(journal):
             _say(f"resuming: {len(journal)} clips done earlier ({journal.path})")
+    load_s = time.perf_counter() - started  # the data listed, the nets loaded or trained
+    first_clip = []  # the last schedule's first clip as scored, for the overlay
     rows = run_schedules(net, source, to_run, phase=phase,
                          boundary_radius=config.clock.boundary_radius, dtype=dtype,
                          baseline_nets=baseline_nets, journal=journal,
-                         shard=(process, processes) if processes > 1 else None)
+                         shard=(process, processes) if processes > 1 else None,
+                         on_first_clip=(lambda *scored: first_clip.append(scored))
+                         if video_out else None)
     if process != 0:  # process 0 alone reports
         if journal is not None:
             journal.remove()
         return rows
     print(evaluation.format_table(rows))
+    compile_s = sum(r["compile_s"] for r in rows)
+    _say(f"time: {load_s:.1f} s loading the data and the net, {compile_s:.1f} s compiling, "
+         f"{sum(r['wall_s'] for r in rows):.1f} s running and scoring")
     if target_rate is not None:
         achieved = [r["fired_ref"][-1] for r in rows if r["kind"] == "adaptive"]
         _say(f"target rate {target_rate}: achieved S{len(rows[0]['fired'])} rate "
@@ -356,13 +372,16 @@ def evaluate(
         _say("plots: " + ", ".join(write_plots(plot, rows, source.name)))
     if video_out:
         frames = write_overlay(video_out, net, source, to_run[-1],
-                               baseline_net=_baseline_net(to_run[-1], baseline_nets))
+                               baseline_net=_baseline_net(to_run[-1], baseline_nets),
+                               scored=first_clip[0] if first_clip else None)
         _say(f"video: {video_out} ({frames} frames, {rows[-1]['schedule']})")
     if output:
         results.write_json(output, {
             "config": config.to_dict(), "data": source.name, "protocol": source.protocol,
             "phase": phase, "weights": origin, "baselines": baseline_paths,
             "dtype": dtype, "target_rate": target_rate, **provenance.record(),
+            "timing": {"load_s": load_s, "compile_s": compile_s,
+                       "wall_s": time.perf_counter() - started},
             "results": rows})
         journal.remove()
     return rows

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from cwfcn import clockwork, cost, metrics, model, results
+from cwfcn import clockwork, compilation, cost, metrics, model, results
 from cwfcn.data import protocol
 from cwfcn.data.prefetch import prefetch
 from cwfcn.data.translate import SCORED_FRAMES
@@ -66,57 +66,64 @@ def _whole_net_classes(params, frames, *, graphdef, keep: int | None) -> jax.Arr
     return jnp.argmax(net(frames) if keep is None else net.truncated(frames, keep), -1)
 
 
-_argmax = jax.jit(functools.partial(jnp.argmax, axis=-1))
-
-
-def _baseline_class_maps(net, frames, schedule: clockwork.Schedule, baseline_net, dtype):
+class _CompiledBaseline:
     """Class maps of a truncated baseline on every frame, a chunk of frames per call: its
-    own net whole, or FCN-8s cut after `schedule.keep` stages."""
-    module, keep = (net, schedule.keep) if baseline_net is None else (baseline_net, None)
-    graphdef, params = nnx.split(module)
-    params = clockwork.cast_params(params, dtype)
-    chunk = clockwork.DEFAULT_CHUNK
-    preds = [_whole_net_classes(params, jnp.asarray(frames[i : i + chunk], dtype),
-                                graphdef=graphdef, keep=keep)
-             for i in range(0, len(frames), chunk)]
-    fired = np.zeros((len(frames), _num_stages(net)), bool)  # one column per stage of `net`
-    fired[:, : schedule.keep] = True
-    return jnp.concatenate(preds), fired, np.zeros(len(frames), np.float32)
+    own net whole, or FCN-8s cut after `schedule.keep` stages; compiled ahead of time
+    (`compile`)."""
+
+    def __init__(self, net, schedule: clockwork.Schedule, baseline_net, dtype):
+        module, keep = (net, schedule.keep) if baseline_net is None else (baseline_net, None)
+        graphdef, params = nnx.split(module)
+        self._params, self._dtype = clockwork.cast_params(params, dtype), dtype
+        self._classes = compilation.Executables(_whole_net_classes, graphdef=graphdef, keep=keep)
+        self._stages, self._keep = _num_stages(net), schedule.keep
+
+    @property
+    def compile_seconds(self) -> float:
+        return self._classes.compile_seconds
+
+    def _chunks(self, length: int) -> list[slice]:
+        chunk = clockwork.DEFAULT_CHUNK
+        return [slice(i, min(i + chunk, length)) for i in range(0, length, chunk)]
+
+    def compile(self, shape: tuple[int, ...]) -> None:
+        """Compiles for videos of `shape` `[T, H, W, 3]`, running nothing."""
+        for part in self._chunks(shape[0]):
+            self._classes.compile(self._params, jax.ShapeDtypeStruct(
+                (part.stop - part.start, *shape[1:]), self._dtype))
+
+    def __call__(self, frames):
+        preds = [self._classes(self._params, jnp.asarray(frames[part], self._dtype))
+                 for part in self._chunks(len(frames))]
+        fired = np.zeros((len(frames), self._stages), bool)  # one column per stage of the net
+        fired[:, : self._keep] = True
+        return jnp.concatenate(preds), fired, np.zeros(len(frames), np.float32)
 
 
-def _class_maps(net, frames, schedule: clockwork.Schedule, stream, dtype, baseline_net):
-    """`predict` with the class maps left where they are (device, or host for long videos)."""
+def _compiled_maps(net, schedule: clockwork.Schedule, dtype, baseline_net
+                   ) -> clockwork.CompiledRun | _CompiledBaseline:
+    """What computes a schedule's class maps: `(frames) -> (preds int32 [T, H, W], fired
+    [T, N], change [T])` after `compile(shape)`."""
     if schedule.keep is not None:
-        return _baseline_class_maps(net, frames, schedule, baseline_net, dtype)
-    if len(frames) <= clockwork.DEFAULT_CHUNK:
-        out = clockwork.run(net, frames, schedule, dtype=dtype)
-        return _argmax(out.scores), np.asarray(out.fired), np.asarray(out.change)
-    stream = stream or clockwork.Clockwork(net, schedule, dtype=dtype)
-    preds, fired, change = [], [], []
-    for out in stream.chunks(frames, clockwork.DEFAULT_CHUNK):  # each chunk's maps leave the device
-        preds.append(np.asarray(_argmax(out.scores)))
-        fired.append(np.asarray(out.fired))
-        change.append(np.asarray(out.change))
-    return np.concatenate(preds), np.concatenate(fired), np.concatenate(change)
+        return _CompiledBaseline(net, schedule, baseline_net, dtype)
+    return clockwork.CompiledRun(net, schedule, dtype=dtype, classes=True)
 
 
 def predict(
-    net: nnx.Module, frames: jax.Array, schedule: str | clockwork.Schedule,
-    stream: clockwork.Clockwork | None = None, *, dtype=None,
+    net: nnx.Module, frames: jax.Array, schedule: str | clockwork.Schedule, *, dtype=None,
     baseline_net: nnx.Module | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class maps of a video under a schedule.
 
-    A video of up to `clockwork.DEFAULT_CHUNK` frames is one `clockwork.run`; a longer
-    one runs chunk by chunk (`Clockwork.chunks`), same results, memory bounded by the
-    chunk. A truncated baseline (`Schedule.keep`) runs its net whole on every frame.
+    A video of up to `clockwork.DEFAULT_CHUNK` frames is one scan; a longer one runs
+    chunk by chunk, same results, memory bounded by the chunk (`clockwork.CompiledRun`).
+    A truncated baseline (`Schedule.keep`) runs its net whole on every frame.
 
     Args:
       net: a staged net.
       frames: float32 `[T, H, W, 3]`, preprocessed.
       schedule: a schedule or its name (`clockwork.parse_schedule`), a truncated baseline
         ("pool4", "pool3") included.
-      stream: a `Clockwork(net, schedule)` to reuse (compiled once) for long videos.
       dtype: compute dtype ("float32" or "bfloat16"; see `clockwork.run`).
       baseline_net: a truncated baseline's separately trained net (`model.TruncatedFCN`
         with `stages == schedule.keep`); None: `net`'s own skip scores (`FCN8s.truncated`).
@@ -129,9 +136,15 @@ def predict(
     """
     schedule = clockwork.parse_schedule(schedule, _num_stages(net))
     _check_baseline_net(schedule, baseline_net)
-    preds, fired, change = _class_maps(net, frames, schedule, stream,
-                                       clockwork.compute_dtype(dtype), baseline_net)
+    maps = _compiled_maps(net, schedule, clockwork.compute_dtype(dtype), baseline_net)
+    preds, fired, change = _split_maps(maps(frames))
     return np.asarray(preds), fired, change
+
+
+def _split_maps(out) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(preds, fired, change) of a `CompiledRun` (class maps) or baseline output."""
+    preds, fired, change = out
+    return preds, np.asarray(fired), np.asarray(change)
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
@@ -264,14 +277,16 @@ def scored_classes(net: nnx.Module, pred_lut: Sequence[int] | None = None) -> in
 class ClipScorer:
     """Scores the clips of one schedule, one clip at a time (`score`).
 
-    The first clip of each frame shape is run once untimed first, to compile; the time
-    spent so is `compile_seconds`.
+    What the first clip of each frame shape runs is compiled ahead of time, untimed
+    (`clockwork.CompiledRun`, `compilation.Executables`): no clip is run just to compile
+    it. The time spent so is `compile_seconds`.
 
     Attributes:
       schedule: the schedule, bound to the net's stages.
       name: the row's name (`row_name`), which also keys the journal.
       num_classes: the classes scored (`scored_classes`).
       compile_seconds: the time spent compiling so far.
+      last_maps: the class maps int32 `[T, H, W]` of the clip scored last (None before).
     """
 
     def __init__(self, net: nnx.Module, schedule: str | clockwork.Schedule, *,
@@ -291,14 +306,16 @@ class ClipScorer:
         lut = np.arange(net.num_classes) if pred_lut is None else np.asarray(pred_lut)
         self.lut = jnp.asarray(lut, jnp.int32)
         self.dtype = clockwork.compute_dtype(dtype)
-        self.stream = (None if self.schedule.keep is not None
-                       else clockwork.Clockwork(net, self.schedule, dtype=self.dtype))
-        self.compile_seconds = 0.0
+        self._maps = _compiled_maps(net, self.schedule, self.dtype, baseline_net)
+        self._statistics = compilation.Executables(_clip_statistics,
+                                                   num_classes=self.num_classes)
         self._costs: dict[tuple[int, ...], _ShapeCosts] = {}
+        self.last_maps = None
 
-    def _class_maps(self, frames):
-        return _class_maps(self.net, frames, self.schedule, self.stream, self.dtype,
-                           self.baseline_net)
+    @property
+    def compile_seconds(self) -> float:
+        """The time spent compiling so far."""
+        return self._statistics.compile_seconds + self._maps.compile_seconds
 
     def score(self, labelled: LabelledClip) -> dict:
         """One clip's record: its statistics (left on the device: `record_on_host` fetches
@@ -317,19 +334,17 @@ class ClipScorer:
         frames = model.preprocess(clip.frames, self.mean_bgr)
         scored = jnp.asarray(clip.scored, jnp.int32)
         if frames.shape not in self._costs:  # compile outside the timed region
-            start = time.perf_counter()
-            preds = self._class_maps(frames)[0]
-            _clip_statistics(labels, bands, scored, preds, self.lut,
-                             self.num_classes)[0].block_until_ready()
+            self._maps.compile(frames.shape)
+            preds = jax.ShapeDtypeStruct(frames.shape[:3], jnp.int32)  # the class maps
+            self._statistics.compile(labels, bands, scored, preds, self.lut)
             self._costs[frames.shape] = _ShapeCosts.count(
                 self.net, frames.shape[1:], self.schedule, self.dtype, self.baseline_net)
-            self.compile_seconds += time.perf_counter() - start
         start = time.perf_counter()
-        preds, fired, change = self._class_maps(frames)
+        preds, fired, change = _split_maps(self._maps(frames))
         jax.block_until_ready(preds)
         seconds = time.perf_counter() - start
-        hist, band_hist, td = _clip_statistics(labels, bands, scored, preds, self.lut,
-                                               self.num_classes)
+        self.last_maps = preds
+        hist, band_hist, td = self._statistics(labels, bands, scored, preds, self.lut)
         shape_costs = self._costs[frames.shape]
         return {
             "hist": hist, "band_hist": band_hist, "td": td, "fired": fired, "change": change,
@@ -373,6 +388,7 @@ def evaluate_schedule(
     baseline_net: nnx.Module | None = None,
     journal: results.Journal | None = None,
     shard: tuple[int, int] | None = None,
+    on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
 ) -> dict:
     """Runs one schedule over every clip and scores it: `ClipScorer.score` per clip, then
     `aggregate` of the records.
@@ -407,9 +423,13 @@ def evaluate_schedule(
         banded; `Source.clips(..., shard=)` does not even read them), then the per-clip
         records of every process are gathered, so every process returns the metrics of
         one process running them all (wall_s: the slowest process's).
+      on_first_clip: called with the clip at place (0, 0), its class maps int
+        `[T, H, W]` (the net's classes) and firings bool `[T, N]`, if this process scores
+        it (not when the journal holds it): an overlay video reuses the scored run.
 
     Returns:
-      The table's row (`aggregate`).
+      The table's row (`aggregate`), with compile_s: the time this process spent
+      compiling.
 
     Raises:
       ValueError: no clips, labels outside [0, C) other than 255, a bad schedule or
@@ -438,6 +458,9 @@ def evaluate_schedule(
                     records.append((place, journalled(place)))
                 continue
             record = scorer.score(item)
+            if on_first_clip is not None and place == (0, 0):
+                on_first_clip(item.clip, np.asarray(scorer.last_maps),
+                              np.asarray(record["fired"]))
             if journal is not None:
                 journal.add(scorer.name, place, record := record_on_host(record))
             records.append((place, record))
@@ -450,8 +473,10 @@ def evaluate_schedule(
                          key=lambda x: x[0])
     if not records:
         raise ValueError("no clips to evaluate: the data source is empty")
-    return aggregate([r for _, r in records], name=scorer.name, schedule=scorer.schedule,
-                     dtype=scorer.dtype, wall_s=wall)
+    row = aggregate([r for _, r in records], name=scorer.name, schedule=scorer.schedule,
+                    dtype=scorer.dtype, wall_s=wall)
+    row["compile_s"] = scorer.compile_seconds
+    return row
 
 
 def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedule,

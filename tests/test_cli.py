@@ -157,9 +157,14 @@ def test_evaluate_sweep_plots_and_overlay_video(tmp_path):
                 "--schedule", "skip,adaptive", "--theta", "0.1:0.3:0.1", "--plot", str(plots),
                 "--video-out", str(clip), "--output", str(out), cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
-    rows = json.loads(out.read_text())["results"]
+    written = json.loads(out.read_text())
+    rows, timing = written["results"], written["timing"]
     assert [r["schedule"] for r in rows] == ["oracle", "skip", "adaptive:0.1", "adaptive:0.2",
                                             "adaptive:0.3"]
+    assert timing["compile_s"] == pytest.approx(sum(r["compile_s"] for r in rows))
+    assert 0 < timing["load_s"] and timing["load_s"] + sum(r["wall_s"] for r in rows) < (
+        timing["wall_s"])
+    assert "s compiling" in proc.stderr
     for name in ("tradeoff.png", "timeline.png"):
         with Image.open(plots / name) as im:
             assert im.size[0] > 100 and im.size[1] > 100

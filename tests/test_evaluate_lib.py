@@ -8,7 +8,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import tiny
-from cwfcn import clockwork, evaluate_lib, model, schedules
+from cwfcn import clockwork, evaluate_lib, evaluation, model, schedules
 from cwfcn.data import sources, video
 
 
@@ -77,3 +77,28 @@ def test_plots_and_overlay_are_written(synthetic, tmp_path):
     frames = evaluate_lib.write_overlay(clip, net, source, to_run[1], fps=4)
     rgb, _ = next(iter(source))
     assert frames == len(rgb) and video.read_video(clip).shape[:3] == rgb.shape[:3]
+
+
+def test_the_overlay_reuses_the_scored_run_of_the_first_clip(synthetic, tmp_path, monkeypatch):
+    """run_schedules hands the last schedule's first clip, class maps and firings to
+    on_first_clip; write_overlay then runs nothing and writes what a fresh run writes."""
+    net, source = synthetic
+    to_run = [clockwork.parse_schedule(s) for s in ("skip", "adaptive:0.2")]
+    scored = []
+    rows = evaluate_lib.run_schedules(net, source, to_run,
+                                      on_first_clip=lambda *x: scored.append(x))
+    assert len(rows) == 2 and len(scored) == 1  # the last schedule's alone
+    clip, maps, fired = scored[0]
+    first = next(source.clips(to_run[-1]))
+    np.testing.assert_array_equal(clip.frames, first.frames)
+    want, want_fired, _ = evaluation.predict(net, model.preprocess(first.frames,
+                                                                   source.mean_bgr), to_run[-1])
+    np.testing.assert_array_equal(maps, want)
+    np.testing.assert_array_equal(fired, want_fired)
+    fresh = evaluate_lib.write_overlay(tmp_path / "fresh.mp4", net, source, to_run[-1], fps=4)
+    monkeypatch.setattr(evaluation, "predict", lambda *a, **k: pytest.fail("ran again"))
+    reused = evaluate_lib.write_overlay(tmp_path / "reused.mp4", net, source, to_run[-1], fps=4,
+                                        scored=scored[0])
+    assert reused == fresh
+    np.testing.assert_array_equal(video.read_video(tmp_path / "reused.mp4"),
+                                  video.read_video(tmp_path / "fresh.mp4"))

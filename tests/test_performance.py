@@ -3,6 +3,7 @@ once, and the persistent compilation cache. (Speed itself is measured in bench/.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -43,6 +44,51 @@ def test_chunked_run_equals_one_scan(net, spec, chunk):
     _assert_same_run(chunked, whole)
     if spec == "adaptive:0.05":  # the clock really waited somewhere
         assert not np.asarray(whole.fired)[:, 2].all()
+
+
+@pytest.mark.parametrize(("spec", "chunk"), [("adaptive:0.05", 3), ("pipeline3", None),
+                                             ("exponential", 64)])
+def test_compiled_run_compiles_ahead_then_equals_run(net, spec, chunk):
+    """`CompiledRun.compile` compiles from a shape alone (no frame exists to run); the
+    call then compiles nothing and gives `run`'s outputs, or their argmax for classes."""
+    whole = clockwork.run(net, FRAMES, spec, chunk=None)
+    runs = clockwork.CompiledRun(net, spec, chunk=chunk or T, classes=False)
+    maps = clockwork.CompiledRun(net, spec, chunk=chunk or T, classes=True)
+    for compiled in (runs, maps):
+        assert compiled.compile(FRAMES.shape) > 0
+        assert compiled.compile(FRAMES.shape) == 0  # compiled already
+    before = runs.compile_seconds + maps.compile_seconds
+    _assert_same_run(runs(FRAMES), whole)
+    out = maps(FRAMES)
+    np.testing.assert_array_equal(np.asarray(out.scores),
+                                  np.argmax(np.asarray(whole.scores), -1))
+    np.testing.assert_array_equal(np.asarray(out.fired), np.asarray(whole.fired))
+    assert runs.compile_seconds + maps.compile_seconds == before  # the calls compiled nothing
+    compiled = maps.compile_seconds
+    maps(FRAMES[:, : H - 8])  # a frame size not compiled yet compiles on first sight
+    assert maps.compile_seconds > compiled
+    for bad in [(T, H, W), (0, H, W, 3), (T, H, W, 1)]:
+        with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
+            maps.compile(bad)
+
+
+def test_executables_compile_once_per_shape_dtype_and_static_argument():
+    traces = []
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def scaled(x, *, k):
+        traces.append(x.shape)
+        return x * k
+
+    fn = compilation.Executables(scaled)
+    assert fn.compile(jax.ShapeDtypeStruct((2,), jnp.float32), k=3).out_info.shape == (2,)
+    np.testing.assert_array_equal(fn(jnp.ones(2), k=3), [3.0, 3.0])
+    np.testing.assert_array_equal(fn(jnp.ones(2), k=3), [3.0, 3.0])
+    assert traces == [(2,)]  # compiled from the spec, then only run
+    fn(jnp.ones(2), k=4)
+    fn(jnp.ones(2, jnp.int32), k=3)
+    fn(jnp.ones(5), k=3)
+    assert len(traces) == 4 and fn.compile_seconds > 0
 
 
 def test_run_chunk_and_step_continue_each_other(net):
