@@ -87,10 +87,15 @@ def load_net(config: ml_collections.ConfigDict, path: str | None,
         report = weights.load(net, path, mean_bgr=mean_bgr)
         return net, f"weights {path}: {report}"
     workdir = model_cache_dir(config, environ)
-    if jax.process_count() > 1 and (checkpoint.latest_step(workdir) or 0) < config.train.steps:
+    done = checkpoint.latest_step(workdir) or 0
+    if jax.process_count() > 1 and done < config.train.steps:
         raise ValueError(f"the config's model is not cached in {workdir} and a multi-host run "
                          "does not train: pass --checkpoint (from train.py --workdir), or run "
                          "evaluate.py once as a single process to train and cache it")
+    if done < config.train.steps:  # say why the first run takes minutes, before it does
+        _say(f"no --checkpoint: training the config's model once (steps left: "
+             f"{config.train.steps - done}, batch {config.train.batch_size}; the bar shows "
+             f"the time to go), cached in {workdir} for every later run")
     net, trained = train_lib.ensure_trained(config, str(workdir))
     how = "trained now" if trained else "trained earlier"
     return net, f"no --checkpoint: the config's own model, {how}, cached in {workdir}"

@@ -21,15 +21,16 @@ def test_the_model_cache_is_keyed_by_the_configs_sha256(tmp_path):
     assert evaluate_lib.model_cache_dir(config, environ) != tmp_path / "models" / want
 
 
-def test_the_configs_own_model_is_trained_once_then_reused(tmp_path):
+def test_the_configs_own_model_is_trained_once_then_reused(tmp_path, capsys):
     config = tiny.get_config()
     config.train.steps = config.train.checkpoint_every = 1
     environ = {"CWFCN_CACHE": str(tmp_path)}
     mean = (0.0, 0.0, 0.0)
     first, origin = evaluate_lib.load_net(config, None, mean, environ)
     assert "trained now" in origin and str(evaluate_lib.model_cache_dir(config, environ)) in origin
+    assert "training the config's model once (steps left: 1," in capsys.readouterr().err  # up front
     again, origin = evaluate_lib.load_net(config, None, mean, environ)
-    assert "trained earlier" in origin
+    assert "trained earlier" in origin and "training" not in capsys.readouterr().err
     x = np.random.default_rng(0).normal(size=(1, 24, 24, 3)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(first(x)), np.asarray(again(x)))
 
