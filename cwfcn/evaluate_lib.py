@@ -179,7 +179,8 @@ def run_schedules(
     shard: tuple[int, int] | None = None,
     on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
 ) -> list[dict]:
-    """The table's rows: each schedule over the clips the data set's protocol gives it.
+    """The table's rows: each schedule over the clips the data set's protocol gives it, the
+    schedules interleaved video by video (`evaluation.evaluate_schedules`).
 
     Args:
       net: the net evaluated.
@@ -198,15 +199,13 @@ def run_schedules(
       phase policy, None for the others) and `time_fraction` (`evaluation.add_speedups`).
     """
     phase = source.check_phase(phase)
-    rows = []
-    for i, schedule in enumerate(schedules):
-        row = evaluation.evaluate_schedule(
-            net, source.clips(schedule, phase, shard=shard), schedule, mean_bgr=source.mean_bgr,
-            boundary_radius=boundary_radius, pred_lut=source.pred_lut, dtype=dtype,
-            baseline_net=_baseline_net(schedule, baseline_nets or {}), journal=journal,
-            shard=shard, on_first_clip=on_first_clip if i == len(schedules) - 1 else None)
+    rows = evaluation.evaluate_schedules(
+        net, [source.clips(schedule, phase, shard=shard) for schedule in schedules], schedules,
+        mean_bgr=source.mean_bgr, boundary_radius=boundary_radius, pred_lut=source.pred_lut,
+        dtype=dtype, baseline_nets=[_baseline_net(s, baseline_nets or {}) for s in schedules],
+        journal=journal, shard=shard, on_first_clip=on_first_clip)
+    for row in rows:
         row["phase"] = phase if row["kind"] == "fixed" else None
-        rows.append(row)
     return evaluation.add_speedups(rows)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import heapq
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -201,12 +202,22 @@ def _placed(videos: Iterable[protocol.Clip | Video], scored: slice
         yield clip.place or (i, 0), clip
 
 
-def _labelled_clips(clips: Iterable[tuple[protocol.Place, protocol.Clip]], num_classes: int,
-                    boundary_radius: int, skip: Callable[[protocol.Place], bool]
-                    ) -> Iterator[tuple[protocol.Place, LabelledClip | None]]:
-    """`label_clip` of each clip; None for the clips `skip` names (not checked or banded)."""
-    for place, clip in clips:
-        yield place, None if skip(place) else label_clip(clip, num_classes, boundary_radius)
+def _tagged(k: int, placed: Iterable[tuple[protocol.Place, protocol.Clip]]
+            ) -> Iterator[tuple[protocol.Place, int, protocol.Clip]]:
+    """Schedule k's placed clips as (place, k, clip), for merging the schedules' streams."""
+    for place, clip in placed:
+        yield place, k, clip
+
+
+def _labelled_clips(clips: Iterable[tuple[protocol.Place, int, protocol.Clip]],
+                    num_classes: int, boundary_radius: int,
+                    skip: Callable[[int, protocol.Place], bool]
+                    ) -> Iterator[tuple[int, protocol.Place, LabelledClip | None]]:
+    """`label_clip` of each (place, schedule k, clip); None for the clips `skip(k, place)`
+    names (not checked or banded)."""
+    for place, k, clip in clips:
+        yield k, place, (None if skip(k, place)
+                         else label_clip(clip, num_classes, boundary_radius))
 
 
 @dataclasses.dataclass
@@ -381,14 +392,9 @@ def evaluate_schedule(
     schedule: str | clockwork.Schedule,
     *,
     mean_bgr: Sequence[float],
-    scored: slice = SCORED_FRAMES,
-    boundary_radius: int = 5,
-    pred_lut: Sequence[int] | None = None,
-    dtype=None,
     baseline_net: nnx.Module | None = None,
-    journal: results.Journal | None = None,
-    shard: tuple[int, int] | None = None,
     on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
+    **options,
 ) -> dict:
     """Runs one schedule over every clip and scores it: `ClipScorer.score` per clip, then
     `aggregate` of the records.
@@ -435,48 +441,103 @@ def evaluate_schedule(
       ValueError: no clips, labels outside [0, C) other than 255, a bad schedule or
         `baseline_net`, or a `shard` that is not (an index, `jax.process_count()`).
     """
+    (row,) = evaluate_schedules(net, [videos], [schedule], mean_bgr=mean_bgr,
+                                baseline_nets=[baseline_net], on_first_clip=on_first_clip,
+                                **options)
+    return row
+
+
+def evaluate_schedules(
+    net: nnx.Module,
+    clips: Sequence[Iterable[protocol.Clip | Video]],
+    schedules: Sequence[str | clockwork.Schedule],
+    *,
+    mean_bgr: Sequence[float],
+    scored: slice = SCORED_FRAMES,
+    boundary_radius: int = 5,
+    pred_lut: Sequence[int] | None = None,
+    dtype=None,
+    baseline_nets: Sequence[nnx.Module | None] | None = None,
+    journal: results.Journal | None = None,
+    shard: tuple[int, int] | None = None,
+    on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
+) -> list[dict]:
+    """`evaluate_schedule` of several schedules at once, interleaved: video by video, each
+    schedule runs its clips of that video in turn, so that a shared machine's changing
+    load falls on every schedule alike and their times compare like for like.
+
+    Args:
+      net: as `evaluate_schedule`'s.
+      clips: per schedule, its clips (`sources.Source.clips`), in their places' order.
+      schedules: the schedules, one per entry of `clips`.
+      baseline_nets: per schedule, its `baseline_net` (None: none for any).
+      on_first_clip: as `evaluate_schedule`'s, for the last schedule.
+      mean_bgr, scored, boundary_radius, pred_lut, dtype, journal, shard: as
+        `evaluate_schedule`'s.
+
+    Returns:
+      One row per schedule (`aggregate`, with compile_s), in order; each row's wall_s is
+      the time spent on its own clips.
+
+    Raises:
+      ValueError: as `evaluate_schedule`, or not one clip stream per schedule.
+    """
+    if len(clips) != len(schedules):
+        raise ValueError(f"{len(clips)} clip streams for {len(schedules)} schedules")
     process, processes = shard or (0, 1)
     if shard is not None and (processes != jax.process_count() or not 0 <= process < processes):
         raise ValueError(f"shard {shard} is not (process index, {jax.process_count()} processes)")
-    scorer = ClipScorer(net, schedule, mean_bgr=mean_bgr, pred_lut=pred_lut, dtype=dtype,
-                        baseline_net=baseline_net)
+    scorers = [ClipScorer(net, schedule, mean_bgr=mean_bgr, pred_lut=pred_lut, dtype=dtype,
+                          baseline_net=baseline)
+               for schedule, baseline in zip(schedules, baseline_nets or [None] * len(schedules),
+                                             strict=True)]
+    last = len(scorers) - 1
 
-    def journalled(place: protocol.Place) -> dict | None:
-        return None if journal is None else journal.get(scorer.name, place)
+    def journalled(k: int, place: protocol.Place) -> dict | None:
+        return None if journal is None else journal.get(scorers[k].name, place)
 
     def runs_here(place: protocol.Place) -> bool:
         return place[0] % processes == process
 
-    records = []  # (place, record)
-    start = time.perf_counter()
-    labelled = _labelled_clips(_placed(videos, scored), scorer.num_classes, boundary_radius,
-                               lambda p: not runs_here(p) or journalled(p) is not None)
+    records = [[] for _ in scorers]  # per schedule: (place, record)
+    walls = [0.0] * len(scorers)  # per schedule: its time in the loop, compiling included
+    # Video by video; within a video, schedule by schedule, each its clips in order.
+    merged = heapq.merge(*[_tagged(k, _placed(stream, scored)) for k, stream in enumerate(clips)],
+                         key=lambda item: (item[0][0], item[1], item[0][1]))
+    labelled = _labelled_clips(merged, scorers[0].num_classes, boundary_radius,
+                               lambda k, p: not runs_here(p) or journalled(k, p) is not None)
     with prefetch(labelled) as labelled:
-        for place, item in labelled:
+        for k, place, item in labelled:
             if item is None:
                 if runs_here(place):
-                    records.append((place, journalled(place)))
+                    records[k].append((place, journalled(k, place)))
                 continue
-            record = scorer.score(item)
-            if on_first_clip is not None and place == (0, 0):
-                on_first_clip(item.clip, np.asarray(scorer.last_maps),
+            start = time.perf_counter()
+            record = scorers[k].score(item)
+            if on_first_clip is not None and k == last and place == (0, 0):
+                on_first_clip(item.clip, np.asarray(scorers[k].last_maps),
                               np.asarray(record["fired"]))
             if journal is not None:
-                journal.add(scorer.name, place, record := record_on_host(record))
-            records.append((place, record))
-    records = [(p, record_on_host(r)) for p, r in records]  # the one wait for the device
-    wall = time.perf_counter() - start - scorer.compile_seconds
-    if processes > 1:
-        everyone = _gather({"wall": wall, "records": records})
-        wall = max(p["wall"] for p in everyone)
-        records = sorted(((tuple(place), r) for p in everyone for place, r in p["records"]),
-                         key=lambda x: x[0])
-    if not records:
-        raise ValueError("no clips to evaluate: the data source is empty")
-    row = aggregate([r for _, r in records], name=scorer.name, schedule=scorer.schedule,
-                    dtype=scorer.dtype, wall_s=wall)
-    row["compile_s"] = scorer.compile_seconds
-    return row
+                journal.add(scorers[k].name, place, record := record_on_host(record))
+            records[k].append((place, record))
+            walls[k] += time.perf_counter() - start
+    rows = []
+    for scorer, mine, wall in zip(scorers, records, walls, strict=True):
+        start = time.perf_counter()
+        mine = [(p, record_on_host(r)) for p, r in mine]  # the one wait for the device
+        wall += time.perf_counter() - start - scorer.compile_seconds
+        if processes > 1:
+            everyone = _gather({"wall": wall, "records": mine})
+            wall = max(p["wall"] for p in everyone)
+            mine = sorted(((tuple(place), r) for p in everyone for place, r in p["records"]),
+                          key=lambda x: x[0])
+        if not mine:
+            raise ValueError("no clips to evaluate: the data source is empty")
+        row = aggregate([r for _, r in mine], name=scorer.name, schedule=scorer.schedule,
+                        dtype=scorer.dtype, wall_s=wall)
+        row["compile_s"] = scorer.compile_seconds
+        rows.append(row)
+    return rows
 
 
 def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedule,

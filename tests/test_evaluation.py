@@ -1,6 +1,8 @@
 """The evaluator: its streaming path, baselines, journal, and its two pieces (scoring a clip
 into a record, aggregating records into a row)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -83,7 +85,7 @@ def test_a_killed_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
     got = evaluation.evaluate_schedule(net, videos, "adaptive:0.2", mean_bgr=mean,
                                        journal=journal)
     assert len(runs) == 2  # only the two videos left, each run once: compiling runs none
-    timing = {"ms_per_frame", "wall_s"}
+    timing = {"ms_per_frame", "wall_s", "compile_s"}
     assert {k: v for k, v in got.items() if k not in timing} == {
         k: v for k, v in want.items() if k not in timing}
     assert len(results.Journal(path, "job")) == 4
@@ -142,7 +144,7 @@ def test_a_clip_scored_into_a_record_aggregates_into_the_row(tmp_path):
         records.append(record)
     got = evaluation.aggregate(records, name=scorer.name, schedule=scorer.schedule,
                                dtype=scorer.dtype, wall_s=row["wall_s"])
-    timing = {"ms_per_frame"}
+    timing = {"ms_per_frame", "compile_s"}  # the row adds the compile time
     assert {k: v for k, v in got.items() if k not in timing} == {
         k: v for k, v in row.items() if k not in timing}
     assert row["kind"] == "adaptive" and row["params"]["theta"] == 0.2
@@ -176,3 +178,32 @@ def test_table_header_names_the_rows_stages():
     assert "fired S1/S2/S3/S4" in four[0] and "S4 ref" in four[0]
     assert four[2].split()[8:10] == ["0.50/0.50/0.50/0.50", "0.50"]
     assert len(four[1]) == len(four[0])
+
+
+def test_schedules_are_interleaved_video_by_video_and_score_as_alone(monkeypatch):
+    """evaluate_schedules runs video 0 under every schedule, then video 1, ...; each
+    schedule's clips of a video in order; its rows are evaluate_schedule's, timings aside."""
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    videos = _videos(3)
+    specs = ["oracle", "skip", "adaptive:0.2"]
+    alone = [evaluation.evaluate_schedule(net, videos, s, mean_bgr=VOC_MEAN) for s in specs]
+    two_clips = [protocol.whole(rgb, labels, (2, 3), key=f"{i}a") for i, (rgb, labels)
+                 in enumerate(videos)]  # skip's stream: two clips per video
+    placed = [dataclasses.replace(c, place=(i, j)) for i, c in enumerate(two_clips)
+              for j in range(2)]
+    order = []
+    score = evaluation.ClipScorer.score
+    monkeypatch.setattr(evaluation.ClipScorer, "score", lambda self, item: order.append(
+        (self.name, item.clip.place or item.clip.key)) or score(self, item))
+    rows = evaluation.evaluate_schedules(net, [videos, placed, videos], specs,
+                                         mean_bgr=VOC_MEAN)
+    assert order == [x for i in range(3) for x in
+                     [("oracle", str(i)), ("skip", (i, 0)), ("skip", (i, 1)),
+                      ("adaptive:0.2", str(i))]]
+    timing = {"ms_per_frame", "wall_s", "compile_s"}
+    for k in (0, 2):
+        assert {a: v for a, v in rows[k].items() if a not in timing} == {
+            a: v for a, v in alone[k].items() if a not in timing}
+    assert rows[1]["frames"] == 2 * alone[1]["frames"]
+    with pytest.raises(ValueError, match="2 clip streams for 3 schedules"):
+        evaluation.evaluate_schedules(net, [videos, videos], specs, mean_bgr=VOC_MEAN)
