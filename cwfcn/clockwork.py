@@ -684,6 +684,7 @@ class CompiledRun:
         self.compile(frames.shape)
         if len(frames) <= self.chunk:
             return self._maps(self._run(self._params, jnp.asarray(frames)))
+
         def scan(state: ClockState, part: jax.Array) -> tuple[ClockState, RunOutput]:
             state, out = self._scan(self._cast, state, part)
             return state, self._maps(out)  # on the whole chunk: one shape, compiled

@@ -193,20 +193,14 @@ def label_clip(clip: protocol.Clip, num_classes: int, boundary_radius: int = 5) 
     return LabelledClip(clip, labels, bands)
 
 
-def _placed(videos: Iterable[protocol.Clip | Video], scored: slice
-            ) -> Iterator[tuple[protocol.Place, protocol.Clip]]:
-    """Clips as they come, each with its place: its own (`protocol.clips`), or (i, 0) for
-    the i-th item; a bare (frames, labels) video is a clip scoring `scored`."""
+def _placed(k: int, videos: Iterable[protocol.Clip | Video], scored: slice
+            ) -> Iterator[tuple[protocol.Place, int, protocol.Clip]]:
+    """Schedule k's clips as they come, as (place, k, clip): its own place
+    (`protocol.clips`), or (i, 0) for the i-th item; a bare (frames, labels) video is a
+    clip scoring `scored`."""
     for i, item in enumerate(videos):
         clip = item if isinstance(item, protocol.Clip) else protocol.whole(*item, scored, str(i))
-        yield clip.place or (i, 0), clip
-
-
-def _tagged(k: int, placed: Iterable[tuple[protocol.Place, protocol.Clip]]
-            ) -> Iterator[tuple[protocol.Place, int, protocol.Clip]]:
-    """Schedule k's placed clips as (place, k, clip), for merging the schedules' streams."""
-    for place, clip in placed:
-        yield place, k, clip
+        yield clip.place or (i, 0), k, clip
 
 
 def _labelled_clips(clips: Iterable[tuple[protocol.Place, int, protocol.Clip]],
@@ -502,7 +496,7 @@ def evaluate_schedules(
     records = [[] for _ in scorers]  # per schedule: (place, record)
     walls = [0.0] * len(scorers)  # per schedule: its time in the loop, compiling included
     # Video by video; within a video, schedule by schedule, each its clips in order.
-    merged = heapq.merge(*[_tagged(k, _placed(stream, scored)) for k, stream in enumerate(clips)],
+    merged = heapq.merge(*[_placed(k, stream, scored) for k, stream in enumerate(clips)],
                          key=lambda item: (item[0][0], item[1], item[0][1]))
     labelled = _labelled_clips(merged, scorers[0].num_classes, boundary_radius,
                                lambda k, p: not runs_here(p) or journalled(k, p) is not None)

@@ -44,7 +44,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 class Journal:
     """Per-clip results of an evaluation in progress, so that a killed run resumes.
 
-    One JSON line per finished clip, appended and synced before the next video starts,
+    One JSON line per finished clip, appended and synced before the next clip starts,
     after a first line naming the job (`key`: whatever must match for the results to be
     reusable: config, weights, data, dtype). A journal of another job is started over; a
     line cut short by a kill is dropped. Delete it (`remove`) once the final results

@@ -146,9 +146,9 @@ class Split:
         if self.images is None:
             entry = datasets.get(config.spec).videos[config.spec]
             return entry.read(datasets.Request(None if root is None else str(root), config.arg))
-        ids = self.images.ids(str(root), self.raw_split)
-        photos = self.images.indexed(str(root), self.raw_split)
-        return protocol.Lazy(len(ids), lambda i: image_video(ids[i], *photos[i]), keep=False)
+        ids = self.images.ids(str(root), self.raw_split)  # listed once, read on access
+        return protocol.Lazy(len(ids), lambda i: image_video(
+            ids[i], *self.images.read(str(root), self.raw_split, ids[i])), keep=False)
 
 
 @dataclasses.dataclass(eq=False)

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from cwfcn.data import protocol
 Read = Callable[["Request"], Sequence[Any]]
 # FORM: `(videos, schedule, phase) -> protocol.ClipsOf`: what a schedule runs and scores on
 # each of `videos` (Sequence[protocol.Video]), the phase already checked.
-Form = Callable[[Sequence[Any], Any, str], Callable[[int, Any], Iterable[Any]]]
+Form = Callable[[Sequence[Any], Any, str], protocol.ClipsOf]
 # `step -> (images uint8 RGB [N, H, W, 3], labels uint8 [N, H, W])`.
 Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
