@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.momentum = 0.99
     config.optim.weight_decay = 5e-4
     config.optim.train_upsampling = False  # FCN fixes upscore2/upscore_pool4 (lr_mult 0)
+    # False: the VGG convolutions stay as initialised, and their maps are computed once per
+    # distinct input (train_lib.head_step): a small set then trains in a fraction of the time
+    config.optim.train_trunk = True
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 100
@@ -49,5 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every = 10
     config.train.checkpoint_every = 50  # steps between saves (and one at the end)
     config.train.keep_checkpoints = 3
+    config.train.save_final_optimizer = True  # False: the last checkpoint holds the net only
     config.train.eval_every = 0  # steps between validation passes (mean IU); 0 = off
+    # Minutes the training takes on a 2-core CPU (bench/first_run.py), for the notice that
+    # evaluate.py gives before it trains a config's model; 0: not measured
+    config.train.expected_minutes = 0.0
     return config

@@ -221,6 +221,10 @@ def restore(
         except Exception as e:  # orbax and TensorStore raise many types for one bad file
             raise CheckpointError(f"{where} cannot be read, it is damaged or incomplete "
                                   f"({_cause(e)}): {damaged}") from e
+        if opt_state is not None and "opt_state" not in (mngr.item_metadata(step) or {}):
+            raise CheckpointError(f"{where} holds the net alone, no optimizer state (saved "
+                                  "with config.train.save_final_optimizer False): training "
+                                  "cannot go on from it; train into a new --workdir")
         if opt_state is not None:
             try:
                 opt_state = _restore_item(mngr, step, "opt_state", opt_state)

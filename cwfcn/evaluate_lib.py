@@ -93,7 +93,9 @@ def load_net(config: ml_collections.ConfigDict, path: str | None,
                          "does not train: pass --checkpoint (from train.py --workdir), or run "
                          "evaluate.py once as a single process to train and cache it")
     if done < config.train.steps:  # say why the first run takes minutes, before it does
-        _say(f"no --checkpoint: training the config's model once (steps left: "
+        minutes = config.train.get("expected_minutes", 0.0)
+        about = f"about {minutes:.2g} minutes on 2 CPU cores, " if minutes and not done else ""
+        _say(f"no --checkpoint: training the config's model once ({about}steps left: "
              f"{config.train.steps - done}, batch {config.train.batch_size}; the bar shows "
              f"the time to go), cached in {workdir} for every later run")
     net, trained = train_lib.ensure_trained(config, str(workdir))

@@ -338,13 +338,22 @@ def vgg_pool3_dense(net: nnx.Module, frames: jax.Array) -> jax.Array:
     return x
 
 
+def _vgg_block(layers: Sequence[nnx.Conv], x: jax.Array) -> jax.Array:
+    for layer in layers:
+        x = jax.nn.relu(layer(x))
+    return max_pool_ceil(x)
+
+
 def vgg_pool4(net: nnx.Module, pool3: jax.Array) -> jax.Array:
     """conv4_1 .. pool4 of a module with `conv4_1` .. `conv4_3`: `[N, h3, w3, c3] ->
     [N, h4, w4, c4]`."""
-    x = pool3
-    for layer in (net.conv4_1, net.conv4_2, net.conv4_3):
-        x = jax.nn.relu(layer(x))
-    return max_pool_ceil(x)
+    return _vgg_block((net.conv4_1, net.conv4_2, net.conv4_3), pool3)
+
+
+def vgg_pool5(net: nnx.Module, pool4: jax.Array) -> jax.Array:
+    """conv5_1 .. pool5 of a module with `conv5_1` .. `conv5_3`: `[N, h4, w4, c4] ->
+    [N, ceil(h4 / 2), ceil(w4 / 2), c5]`."""
+    return _vgg_block((net.conv5_1, net.conv5_2, net.conv5_3), pool4)
 
 
 VGG_BLOCK_SIZES = (2, 2, 3, 3, 3)  # 3x3 convolutions per VGG16 block
@@ -454,11 +463,12 @@ class FCN8s(nnx.Module):
     def score_fr_map(self, pool4: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """conv5_1 .. pool5, fc6, fc7, score_fr: `[N, h4, w4, c4] -> [N, h6, w6, C]`,
         h6 = ceil(h4 / 2) - 6 (S3 before its upsampling)."""
-        x = pool4
-        for layer in (self.conv5_1, self.conv5_2, self.conv5_3):
-            x = jax.nn.relu(layer(x))
-        x = max_pool_ceil(x)
-        fc6 = conv_as_matmul(x, self.fc6.kernel[...], self.fc6.bias[...])
+        return self.fc_scores(vgg_pool5(self, pool4), dropout_key)
+
+    def fc_scores(self, pool5: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """fc6, fc7, score_fr: pool5 `[N, h5, w5, c5] -> [N, h5 - 6, w5 - 6, C]`; dropout
+        with a `dropout_key`."""
+        fc6 = conv_as_matmul(pool5, self.fc6.kernel[...], self.fc6.bias[...])
         keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
         x = self.drop6(jax.nn.relu(fc6), deterministic=dropout_key is None, rngs=keys[0])
         x = jax.nn.relu(pointwise(x, self.fc7))
@@ -506,15 +516,29 @@ class FCN8s(nnx.Module):
         fuse_pool3 = up4 + _crop(score_pool3, POOL3_CROP, up4.shape[1:3])
         return upsample_crop(fuse_pool3, 8, UPSCORE8_CROP, tuple(out_hw))
 
+    def trunk(self, frames: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The VGG convolutions' maps that the rest of the net reads: float32
+        `[N, H, W, 3]` -> (pool3, pool4, pool5), as `stage1`, `stage2` and conv5 give them
+        (what a frozen trunk computes once per image: `train_lib`'s `head_step`)."""
+        pool3 = vgg_pool3(self, frames)
+        pool4 = vgg_pool4(self, pool3)
+        return pool3, pool4, vgg_pool5(self, pool4)
+
+    def head(self, pool3: jax.Array, pool4: jax.Array, pool5: jax.Array,
+             out_hw: tuple[int, int], dropout_key: jax.Array | None = None) -> jax.Array:
+        """Everything after the VGG convolutions, on the `trunk`'s maps: fc6, fc7, the score
+        layers, the upsamplers and the fusion -> scores `[N, *out_hw, C]`."""
+        upscore2 = deconv(self.fc_scores(pool5, dropout_key), self.upscore2[...], 2)
+        score_pool3, score_pool4 = pointwise(pool3, self.score_pool3), pointwise(
+            pool4, self.score_pool4)
+        return self.fuse(score_pool3, score_pool4, upscore2, out_hw)
+
     def __call__(self, frames: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """The full net: float32 `[N, H, W, 3]` -> scores `[N, H, W, C]`.
 
         `dropout_key` (a PRNG key) turns dropout on, for training.
         """
-        pool3, score_pool3 = self.stage1(frames)
-        pool4, score_pool4 = self.stage2(pool3)
-        upscore2 = self.stage3(pool4, dropout_key)
-        return self.fuse(score_pool3, score_pool4, upscore2, frames.shape[1:3])
+        return self.head(*self.trunk(frames), frames.shape[1:3], dropout_key)
 
     def truncated(self, frames: jax.Array, stages: int, *, dense: bool = False) -> jax.Array:
         """FCN-8s cut after S1 or S2: a stand-in for the paper's latency baselines.

@@ -10,9 +10,12 @@ line per logged step (and per validation pass) to `<workdir>/metrics.jsonl`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +36,8 @@ make_batches = training.make_batches
 # FCN's deconvolution layers with lr_mult 0: fixed bilinear upsampling.
 UPSAMPLING_PARAMS = ("upscore2", "upscore_pool4")
 METRICS_FILE = "metrics.jsonl"
+# A fixed trunk's maps kept for reuse (`_head_stepper`): the sample's 6 inputs take 60 MB.
+TRUNK_MAPS_BYTES = 2 << 30
 
 
 def build_net(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> model.FCN8s:
@@ -106,6 +111,12 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, param_labels)
 
 
+def _update(loss_of, params, opt_state, tx):
+    loss, grads = jax.value_and_grad(loss_of)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx"), donate_argnums=(0, 1))
 def train_step(params, opt_state, images, labels, key, *, graphdef, tx):
     """One SGD step with dropout.
@@ -120,13 +131,40 @@ def train_step(params, opt_state, images, labels, key, *, graphdef, tx):
     Returns:
       (params, opt_state, loss).
     """
+    return _update(lambda p: loss_fn(nnx.merge(graphdef, p)(images, dropout_key=key), labels),
+                   params, opt_state, tx)
 
-    def loss_of(p):
-        return loss_fn(nnx.merge(graphdef, p)(images, dropout_key=key), labels)
 
-    loss, grads = jax.value_and_grad(loss_of)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+def is_trunk(path, _) -> bool:
+    """An `nnx` filter: the VGG convolutions' parameters (conv1_1 .. conv5_3), which stay
+    fixed unless `config.optim.train_trunk`."""
+    return str(path[0]) in weights.VGG_CONVS
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def trunk_maps(trunk, head, images, *, graphdef):
+    """`FCN8s.trunk` of preprocessed images float32 `[N, H, W, 3]`: (pool3, pool4, pool5)."""
+    return nnx.merge(graphdef, trunk, head).trunk(images)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx"), donate_argnums=(0, 1))
+def head_step(head, opt_state, trunk, maps, labels, key, *, graphdef, tx):
+    """`train_step` with the VGG convolutions fixed, from their maps: the step runs only
+    what follows them (`FCN8s.head`), and gives the same update to the rest of the net.
+
+    Args:
+      head: the parameters outside the trunk (`nnx.split(net, is_trunk, ...)`; donated).
+      opt_state: the optimiser's state of `head` (donated).
+      trunk: the trunk's parameters (unchanged).
+      maps: (pool3, pool4, pool5) of the batch's images (`trunk_maps`).
+      labels: int32 `[N, H, W]`, 255 = ignore.
+      key: the PRNG key of this step's dropout.
+
+    Returns:
+      (head, opt_state, loss).
+    """
+    return _update(lambda p: loss_fn(nnx.merge(graphdef, trunk, p).head(
+        *maps, labels.shape[1:3], key), labels), head, opt_state, tx)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -269,30 +307,86 @@ def train(
         cannot be written or a checkpoint that does not fit (`checkpoint.CheckpointError`).
     """
     config_check.check(config)
+    frozen = not config.optim.get("train_trunk", True)
+    if frozen and (config.model.arch != "fcn8s" or jax.process_count() > 1):
+        raise ValueError("config.optim.train_trunk = False (the VGG convolutions fixed, their "
+                         "maps computed once per input) trains FCN-8s in one process; set it "
+                         "True for a truncated baseline or a multi-host run")
     if workdir is not None:
         checkpoint.check_writable(workdir)
     key, init_key = jax.random.split(jax.random.key(config.seed))
-    graphdef, params = nnx.split(init_net(config, init_key))
+    net = init_net(config, init_key)
+    # The parameters the optimiser updates, and the fixed trunk's (None: it trains too).
+    if frozen:
+        graphdef, trunk, params = nnx.split(net, is_trunk, ...)
+    else:
+        (graphdef, params), trunk = nnx.split(net), None
     inputs = training.make_input(config, host_shard(config.train.batch_size, mesh))
     mean = datasets.mean_bgr_of(config)
     tx = make_optimizer(config)
     opt_state = tx.init(params)
     start = 0
     if workdir is not None and checkpoint.latest_step(workdir) is not None:
-        start, params, opt_state = checkpoint.restore(workdir, params, opt_state)
+        whole = params if trunk is None else nnx.merge_state(trunk, params)
+        start, whole, opt_state = checkpoint.restore(workdir, whole, opt_state)
+        trunk, params = nnx.split_state(whole, is_trunk, ...) if frozen else (None, whole)
         print(f"resuming from step {start} in {workdir}", file=sys.stderr)
     if mesh is not None:
-        params, opt_state = distributed.replicate(mesh, (params, opt_state))
+        trunk, params, opt_state = distributed.replicate(mesh, (trunk, params, opt_state))
     reader = _open_input(config, inputs, workdir, start)
+    stepper = _full_stepper(graphdef, tx) if trunk is None else _head_stepper(graphdef, tx, trunk)
     try:
-        return _loop(config, workdir, mesh, reader, graphdef, params, opt_state, tx, mean,
-                     key, start)
+        params, losses = _loop(config, workdir, mesh, reader, stepper, params, opt_state, mean,
+                               key, start)
     finally:
         reader.close()
+    return nnx.merge(graphdef, stepper.whole(params)), losses
 
 
-def _loop(config, workdir, mesh, reader, graphdef, params, opt_state, tx, mean, key, start):
-    """`train`'s steps [start, config.train.steps) on the batches of `reader`."""
+class _Stepper(NamedTuple):
+    """How `_loop` trains: `step(params, opt_state, raw, images, labels, key) -> (params,
+    opt_state, loss)` on a batch as read (`raw`) and preprocessed (`images`), and
+    `whole(params)`: the net's whole state (to validate and checkpoint)."""
+
+    graphdef: nnx.GraphDef
+    step: Callable
+    whole: Callable[[nnx.State], nnx.State]
+
+
+def _full_stepper(graphdef, tx) -> _Stepper:
+    """`train_step` on the whole net (`raw` is unused)."""
+    def step(params, opt_state, raw, images, labels, key):
+        del raw
+        return train_step(params, opt_state, images, labels, key, graphdef=graphdef, tx=tx)
+    return _Stepper(graphdef, step, lambda params: params)
+
+
+def _head_stepper(graphdef, tx, trunk: nnx.State) -> _Stepper:
+    """`head_step` with the trunk's parameters fixed. The trunk's maps of each distinct
+    batch (by the bytes of `raw`) are computed once and kept, up to `TRUNK_MAPS_BYTES` in
+    all: the few photos of a small set, each flipped or not, then cost one trunk pass each
+    for the whole run."""
+    kept, held = {}, [0]
+
+    def step(params, opt_state, raw, images, labels, key):
+        digest = hashlib.sha256(np.ascontiguousarray(raw)).digest()
+        maps = kept.get(digest)
+        if maps is None:
+            maps = trunk_maps(trunk, params, images, graphdef=graphdef)
+            size = sum(m.nbytes for m in maps)
+            if held[0] + size <= TRUNK_MAPS_BYTES:
+                kept[digest], held[0] = maps, held[0] + size
+        return head_step(params, opt_state, trunk, maps, labels, key, graphdef=graphdef, tx=tx)
+    return _Stepper(graphdef, step, lambda params: nnx.merge_state(trunk, params))
+
+
+def _loop(config, workdir, mesh, reader, stepper: _Stepper, params, opt_state, mean, key,
+          start):
+    """`train`'s steps [start, config.train.steps) on the batches of `reader`.
+
+    Returns:
+      The trained parameters and the loss of every step run.
+    """
     log = workdir is not None and jax.process_index() == 0
     losses = []
     bar = tqdm(range(start, config.train.steps), desc="train", file=sys.stderr,
@@ -301,13 +395,14 @@ def _loop(config, workdir, mesh, reader, graphdef, params, opt_state, tx, mean, 
     # Steps and images since the last log row, and when its throughput clock started.
     steps_since_log, images_since_log, log_clock = 0, 0, time.perf_counter()
     for step in bar:
-        images, labels = next(reader)
+        raw, labels = next(reader)
+        images = raw
         if mesh is not None:
-            images, labels = _global_batch(mesh, config.train.batch_size, (images, labels))
-        params, opt_state, loss = train_step(params, opt_state, model.preprocess(images, mean),
-                                             jnp.asarray(labels, jnp.int32),
-                                             jax.random.fold_in(key, step),
-                                             graphdef=graphdef, tx=tx)
+            images, labels = _global_batch(mesh, config.train.batch_size, (raw, labels))
+        params, opt_state, loss = stepper.step(params, opt_state, raw,
+                                               model.preprocess(images, mean),
+                                               jnp.asarray(labels, jnp.int32),
+                                               jax.random.fold_in(key, step))
         losses.append(float(loss))
         steps_since_log, images_since_log = steps_since_log + 1, images_since_log + len(images)
         completed = step + 1  # steps completed, as the log rows and checkpoints count them
@@ -320,18 +415,21 @@ def _loop(config, workdir, mesh, reader, graphdef, params, opt_state, tx, mean, 
                 append_metrics(workdir, record)
             steps_since_log, images_since_log = 0, 0
         if is_due(completed, eval_every, last):
-            val = validate(config, graphdef, params)
+            val = validate(config, stepper.graphdef, stepper.whole(params))
             bar.write(f"step {completed}: val mean IU {val['val_mean_iu']:.4f}, "
                       f"pixel acc {val['val_pixel_acc']:.4f}", file=sys.stderr)
             if log:
                 append_metrics(workdir, {"step": completed, **val})
         if workdir is not None and is_due(completed, config.train.checkpoint_every, last):
-            checkpoint.save(workdir, completed, params, opt_state,
+            # The last step may leave the optimiser state out (a cache of the trained net).
+            drop = completed == last and not config.train.get("save_final_optimizer", True)
+            checkpoint.save(workdir, completed, stepper.whole(params),
+                            None if drop else opt_state,
                             input_state=reader.state(completed),
                             max_to_keep=config.train.keep_checkpoints)
         if steps_since_log == 0:
             log_clock = time.perf_counter()  # throughput leaves validation and saving out
-    return nnx.merge(graphdef, params), losses
+    return params, losses
 
 
 def loss_summary(losses: list[float]) -> str:

@@ -24,11 +24,13 @@ def test_the_model_cache_is_keyed_by_the_configs_sha256(tmp_path):
 def test_the_configs_own_model_is_trained_once_then_reused(tmp_path, capsys):
     config = tiny.get_config()
     config.train.steps = config.train.checkpoint_every = 1
+    config.train.expected_minutes = 0.25
     environ = {"CWFCN_CACHE": str(tmp_path)}
     mean = (0.0, 0.0, 0.0)
     first, origin = evaluate_lib.load_net(config, None, mean, environ)
     assert "trained now" in origin and str(evaluate_lib.model_cache_dir(config, environ)) in origin
-    assert "training the config's model once (steps left: 1," in capsys.readouterr().err  # up front
+    assert ("training the config's model once (about 0.25 minutes on 2 CPU cores, steps left: 1,"
+            in capsys.readouterr().err)  # up front, with how long it takes
     again, origin = evaluate_lib.load_net(config, None, mean, environ)
     assert "trained earlier" in origin and "training" not in capsys.readouterr().err
     x = np.random.default_rng(0).normal(size=(1, 24, 24, 3)).astype(np.float32)

@@ -293,6 +293,21 @@ def test_stages_compose_to_full_net(net):
     _close(net.fuse(score_pool3, score_pool4, upscore2, (32, 32)), net(x), rel=1e-5)
 
 
+def test_trunk_and_head_split_the_net_where_its_convolutions_end(net):
+    x = jnp.asarray(F2)
+    pool3, score_pool3 = net.stage1(x)
+    pool4, score_pool4 = net.stage2(pool3)
+    maps = net.trunk(x)
+    _close(maps[0], pool3, rel=1e-6)
+    _close(maps[1], pool4, rel=1e-6)
+    conv5 = pool4
+    for layer in (net.conv5_1, net.conv5_2, net.conv5_3):
+        conv5 = jax.nn.relu(layer(conv5))
+    _close(maps[2], _np_max_pool_ceil(np.asarray(conv5)), rel=1e-5)
+    expected = net.fuse(score_pool3, score_pool4, net.stage3(pool4), (32, 32))
+    _close(net.head(*maps, (32, 32)), expected, rel=1e-5)
+
+
 def test_stage3_by_hand(net):
     """conv5 + ceil pool + fc6 (a plain VALID conv) + fc7 + score_fr + upscore2 scatter."""
     pool4, _ = net.stage2(net.stage1(jnp.asarray(F2))[0])

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.io
@@ -19,7 +20,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import tiny
-from cwfcn import model, train_lib
+from cwfcn import model, train_lib, weights
 from cwfcn.data import datasets, synthetic, training
 
 UPSAMPLERS = ("upscore2", "upscore_pool4")
@@ -69,6 +70,82 @@ def test_frozen_upsamplers_get_no_weight_decay():
     for name in UPSAMPLERS:
         assert not np.any(np.asarray(pure[name]))
     assert np.any(np.asarray(pure["conv1_1"]["kernel"]))
+
+
+def _fixed_trunk_config(tmp_path: Path):
+    """tiny's net on a 3-photo SBD fixture (6 distinct inputs with the flips), trunk fixed."""
+    root = tmp_path / "benchmark_RELEASE"
+    _write_sbd(root, {"a": (40, 36), "b": (36, 44), "c": (44, 40)})
+    config = tiny.get_config()
+    config.data.name, config.data.root, config.data.split = "sbd", str(root), "train"
+    config.model.num_classes = 21
+    config.optim.train_trunk = False
+    return config
+
+
+def test_fixed_trunk_step_is_sgd_on_the_full_nets_gradient(tmp_path):
+    config = _fixed_trunk_config(tmp_path)
+    net = _initial_net(config)
+    images, labels = training.make_batches(config)(0)
+    x, y = model.preprocess(images, datasets.mean_bgr_of(config)), jnp.asarray(labels, jnp.int32)
+    key = jax.random.key(3)
+    graphdef, whole = nnx.split(net)
+    grads = nnx.to_pure_dict(jax.jit(jax.grad(lambda s: train_lib.loss_fn(
+        nnx.merge(graphdef, s)(x, dropout_key=key), y)))(whole))
+    _, trunk, head = nnx.split(net, train_lib.is_trunk, ...)
+    assert set(nnx.to_pure_dict(trunk)) == set(weights.VGG_CONVS)
+    tx = train_lib.make_optimizer(config)
+    maps = train_lib.trunk_maps(trunk, head, x, graphdef=graphdef)
+    old = nnx.to_pure_dict(head)
+    new, _, loss = train_lib.head_step(jax.tree.map(jnp.copy, head), tx.init(head), trunk, maps,
+                                       y, key, graphdef=graphdef, tx=tx)
+    assert np.isfinite(float(loss))
+    lr, decay = config.optim.learning_rate, config.optim.weight_decay
+    for name, leaves in nnx.to_pure_dict(new).items():
+        for attr, value in (leaves.items() if isinstance(leaves, dict) else [(None, leaves)]):
+            before = old[name] if attr is None else old[name][attr]
+            grad = grads[name] if attr is None else grads[name][attr]
+            # SGD's first step (momentum holds the gradient alone); FCN's fixed upsamplers stay.
+            want = (np.asarray(before) if name in UPSAMPLERS else
+                    np.asarray(before) - lr * (np.asarray(grad) + decay * np.asarray(before)))
+            np.testing.assert_allclose(np.asarray(value), want, rtol=1e-4, atol=1e-7,
+                                       err_msg=f"{name}.{attr}")
+
+
+def test_fixed_trunk_runs_once_per_distinct_input_and_stays(tmp_path, monkeypatch):
+    config = _fixed_trunk_config(tmp_path)
+    config.train.steps = 9
+    config.train.checkpoint_every = 9
+    config.train.save_final_optimizer = False
+    calls = []
+    maps = train_lib.trunk_maps
+    monkeypatch.setattr(train_lib, "trunk_maps", lambda *a, **k: calls.append(1) or maps(*a, **k))
+    before = _initial_net(config)
+    workdir = tmp_path / "run"
+    after, losses = train_lib.train(config, str(workdir))
+    batches = training.make_batches(config)
+    distinct = {batches(step)[0].tobytes() for step in range(config.train.steps)}
+    assert len(calls) == len(distinct) < config.train.steps
+    assert len(losses) == config.train.steps and np.all(np.isfinite(losses))
+    for name in weights.VGG_CONVS:
+        np.testing.assert_array_equal(_leaf(before, name, "kernel"), _leaf(after, name, "kernel"))
+    for name in ("fc6", "fc7", "score_pool3"):
+        assert not np.array_equal(_leaf(before, name, "kernel"), _leaf(after, name, "kernel"))
+    # The last checkpoint holds the net alone: it loads, but training cannot go on from it.
+    loaded, trained = train_lib.ensure_trained(config, str(workdir))
+    assert not trained
+    np.testing.assert_array_equal(_leaf(loaded, "fc6", "kernel"), _leaf(after, "fc6", "kernel"))
+    config.train.steps = 10
+    with pytest.raises(ValueError, match=r"holds the net alone, no optimizer state"):
+        train_lib.train(config, str(workdir))
+
+
+def test_fixed_trunk_needs_fcn8s():
+    config = tiny.get_config()
+    config.optim.train_trunk = False
+    config.model.arch = "pool4"
+    with pytest.raises(ValueError, match=r"train_trunk = False .* FCN-8s"):
+        train_lib.train(config)
 
 
 # --- 2 and 3. metrics log and validation --------------------------------------------------------
