@@ -56,6 +56,9 @@ flags.DEFINE_string("checkpoint", None,
 flags.DEFINE_enum("dtype", "float32", sorted(clockwork.DTYPES),
                   "Compute dtype of the activations (params stay float32).")
 flags.DEFINE_string("output", None, "Write the results as JSON here.")
+flags.DEFINE_integer("repeats", 2,
+                     "Time each clip's run this many times, back to back: the table gives the "
+                     "fastest, and the time fraction's spread over the runs (1: no spread).")
 distributed.define_flags()
 FLAGS = flags.FLAGS
 
@@ -68,7 +71,8 @@ def evaluate() -> None:
         data_dir=FLAGS.data_dir, checkpoint_path=FLAGS.checkpoint, baselines=FLAGS.baselines,
         phase=FLAGS.phase, target_rate=FLAGS.target_rate,
         calibration_frames=FLAGS.calibration_frames, max_frames=FLAGS.max_frames,
-        dtype=FLAGS.dtype, plot=FLAGS.plot, video_out=FLAGS.video_out, output=FLAGS.output)
+        dtype=FLAGS.dtype, plot=FLAGS.plot, video_out=FLAGS.video_out, output=FLAGS.output,
+        repeats=FLAGS.repeats)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,7 @@ def run_schedules(
     journal: results.Journal | None = None,
     shard: tuple[int, int] | None = None,
     on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
+    repeats: int = 1,
 ) -> list[dict]:
     """The table's rows: each schedule over the clips the data set's protocol gives it, the
     schedules interleaved video by video (`evaluation.evaluate_schedules`).
@@ -193,7 +194,7 @@ def run_schedules(
       dtype: compute dtype ("float32" or "bfloat16").
       baseline_nets: truncated baseline name -> its own net; the others use FCN-8s's
         skip scores (`evaluation.row_name`).
-      journal, shard: as `evaluation.evaluate_schedule`.
+      journal, shard, repeats: as `evaluation.evaluate_schedule`.
       on_first_clip: `evaluation.evaluate_schedule`'s, for the last schedule.
 
     Returns:
@@ -205,7 +206,7 @@ def run_schedules(
         net, [source.clips(schedule, phase, shard=shard) for schedule in schedules], schedules,
         mean_bgr=source.mean_bgr, boundary_radius=boundary_radius, pred_lut=source.pred_lut,
         dtype=dtype, baseline_nets=[_baseline_net(s, baseline_nets or {}) for s in schedules],
-        journal=journal, shard=shard, on_first_clip=on_first_clip)
+        journal=journal, shard=shard, on_first_clip=on_first_clip, repeats=repeats)
     for row in rows:
         row["phase"] = phase if row["kind"] == "fixed" else None
     return evaluation.add_speedups(rows)
@@ -272,7 +273,7 @@ def write_overlay(path: str | os.PathLike, net: nnx.Module, source: sources.Sour
 
 
 def _parse_options(config, schedule: str, theta: str, target_rate: float | None,
-                   calibration_frames: int | None) -> list[float]:
+                   calibration_frames: int | None, repeats: int = 1) -> list[float]:
     """The theta sweep, once the options are checked: ValueError for a bad one, or for
     options that cannot go together, before any work."""
     config_check.check(config)
@@ -291,6 +292,8 @@ def _parse_options(config, schedule: str, theta: str, target_rate: float | None,
                          "the pixel clock its threshold, e.g. adaptive-pixel:0.02")
     if calibration_frames is not None and calibration_frames < 1:
         raise ValueError(f"--calibration_frames must be >= 1, got {calibration_frames}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1 (timed runs of each clip), got {repeats}")
     return thetas
 
 
@@ -311,6 +314,7 @@ def evaluate(
     plot: str | None = None,
     video_out: str | None = None,
     output: str | None = None,
+    repeats: int = 1,
 ) -> list[dict]:
     """The whole evaluate.py job: the table printed, the outputs written.
 
@@ -324,7 +328,7 @@ def evaluate(
     """
     started = time.perf_counter()
     process, processes = jax.process_index(), jax.process_count()
-    thetas = _parse_options(config, schedule, theta, target_rate, calibration_frames)
+    thetas = _parse_options(config, schedule, theta, target_rate, calibration_frames, repeats)
     baseline_paths = parse_baselines(baselines)
     if output:
         results.check_writable(output)
@@ -349,7 +353,8 @@ def evaluate(
     journal = None
     if output:  # per-clip results, so that a killed run resumes where it stopped
         job = json.dumps([config.to_dict(), source.name, origin, dtype, max_frames, phase,
-                          baseline_paths, evaluation.RECORD_FORMAT], sort_keys=True, default=str)
+                          baseline_paths, repeats, evaluation.RECORD_FORMAT], sort_keys=True,
+                         default=str)
         part = f".p{process}" if processes > 1 else ""  # each process's own clips
         journal = results.Journal(f"{output}{part}.partial.jsonl", job)
         if len(journal):
@@ -359,7 +364,7 @@ def evaluate(
     rows = run_schedules(net, source, to_run, phase=phase,
                          boundary_radius=config.clock.boundary_radius, dtype=dtype,
                          baseline_nets=baseline_nets, journal=journal,
-                         shard=(process, processes) if processes > 1 else None,
+                         shard=(process, processes) if processes > 1 else None, repeats=repeats,
                          on_first_clip=(lambda *scored: first_clip.append(scored))
                          if video_out else None)
     if process != 0:  # process 0 alone reports

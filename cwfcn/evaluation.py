@@ -28,14 +28,20 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from cwfcn import clockwork, compilation, cost, metrics, model, results
+from cwfcn import clockwork, compilation, cost, metrics, model, results, timing
 from cwfcn.data import protocol
 from cwfcn.data.prefetch import prefetch
 from cwfcn.data.translate import SCORED_FRAMES
 
 Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels uint8 [T, H, W]
 # The layout of a clip's record (`ClipScorer.score`); a journal made with another is stale.
-RECORD_FORMAT = 3
+RECORD_FORMAT = 4
+# What measures the machine rather than the net's outputs: a clip record's fields and a
+# row's (two runs of the same evaluation differ in these alone).
+RECORD_TIMING = frozenset({"seconds", "seconds_runs", "others_cpu_s"})
+ROW_TIMING = frozenset({"ms_per_frame", "ms_per_frame_runs", "others_cores", "timing_disturbed",
+                        "wall_s", "compile_s", "latency_model_time", "time_fraction",
+                        "time_fraction_range", "time_fraction_disturbed"})
 
 
 def row_name(schedule: clockwork.Schedule, baseline_net: nnx.Module | None = None) -> str:
@@ -291,19 +297,23 @@ class ClipScorer:
       name: the row's name (`row_name`), which also keys the journal.
       num_classes: the classes scored (`scored_classes`).
       compile_seconds: the time spent compiling so far.
+      repeats: how many times each clip's run is timed (the first run's outputs count).
       last_maps: the class maps int32 `[T, H, W]` of the clip scored last (None before).
     """
 
     def __init__(self, net: nnx.Module, schedule: str | clockwork.Schedule, *,
                  mean_bgr: Sequence[float], pred_lut: Sequence[int] | None = None,
-                 dtype=None, baseline_net: nnx.Module | None = None):
+                 dtype=None, baseline_net: nnx.Module | None = None, repeats: int = 1):
         """See `evaluate_schedule` for the arguments.
 
         Raises:
           ValueError: a bad schedule, a `baseline_net` that does not fit it, or a
             `pred_lut` that does not fit the net.
         """
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1 (timed runs of each clip), got {repeats}")
         self.net, self.mean_bgr, self.baseline_net = net, mean_bgr, baseline_net
+        self.repeats = repeats
         self.schedule = clockwork.parse_schedule(schedule, _num_stages(net))
         _check_baseline_net(self.schedule, baseline_net)
         self.name = row_name(self.schedule, baseline_net)
@@ -330,7 +340,9 @@ class ClipScorer:
           A dict, the same keys as `record_on_host` gives: hist int `[C, C]` and band_hist
           (the band's) confusions, td (the temporal difference of the predictions on every
           frame), fired bool `[T, N]`, change float `[T]` (the adaptive clock's), frames
-          (T), seconds (the net and the argmax, timed), flops ((executed, dense) FLOPs in
+          (T), seconds (the net and the argmax: the fastest of `repeats` timed runs),
+          seconds_runs (each run's), others_cpu_s (the CPU seconds other processes took
+          meanwhile, `timing.time_runs`), flops ((executed, dense) FLOPs in
           full-net frames), fired_ref int `[N]` (firings on the frames the reference
           counts), denominator (the frames it divides by), latency (a pipeline's modelled
           (FLOPs, time) step latency, as fractions of the full net's; () otherwise).
@@ -344,16 +356,16 @@ class ClipScorer:
             self._statistics.compile(labels, bands, scored, preds, self.lut)
             self._costs[frames.shape] = _ShapeCosts.count(
                 self.net, frames.shape[1:], self.schedule, self.dtype, self.baseline_net)
-        start = time.perf_counter()
-        preds, fired, change = _split_maps(self._maps(frames))
-        jax.block_until_ready(preds)
-        seconds = time.perf_counter() - start
+        out, runs = timing.time_runs(lambda: self._maps(frames), self.repeats)
+        preds, fired, change = _split_maps(out)
         self.last_maps = preds
         hist, band_hist, td = self._statistics(labels, bands, scored, preds, self.lut)
         shape_costs = self._costs[frames.shape]
         return {
             "hist": hist, "band_hist": band_hist, "td": td, "fired": fired, "change": change,
-            "frames": len(frames), "seconds": seconds, "flops": shape_costs.clip_flops(fired),
+            "frames": len(frames), "seconds": min(runs.seconds),
+            "seconds_runs": list(runs.seconds), "others_cpu_s": runs.others_cpu_s,
+            "flops": shape_costs.clip_flops(fired),
             "fired_ref": np.asarray(fired)[list(clip.counted)].sum(0),
             "denominator": clip.denominator, "latency": shape_costs.latency or (),
         }
@@ -423,6 +435,8 @@ def evaluate_schedule(
         banded; `Source.clips(..., shard=)` does not even read them), then the per-clip
         records of every process are gathered, so every process returns the metrics of
         one process running them all (wall_s: the slowest process's).
+      repeats: how many times each clip's run is timed, back to back (>= 1); its time is
+        the fastest, and the row reports the spread over the runs (`add_speedups`).
       on_first_clip: called with the clip at place (0, 0), its class maps int
         `[T, H, W]` (the net's classes) and firings bool `[T, N]`, if this process scores
         it (not when the journal holds it): an overlay video reuses the scored run.
@@ -455,6 +469,7 @@ def evaluate_schedules(
     journal: results.Journal | None = None,
     shard: tuple[int, int] | None = None,
     on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
+    repeats: int = 1,
 ) -> list[dict]:
     """`evaluate_schedule` of several schedules at once, interleaved: video by video, each
     schedule runs its clips of that video in turn, so that a shared machine's changing
@@ -466,7 +481,7 @@ def evaluate_schedules(
       schedules: the schedules, one per entry of `clips`.
       baseline_nets: per schedule, its `baseline_net` (None: none for any).
       on_first_clip: as `evaluate_schedule`'s, for the last schedule.
-      mean_bgr, scored, boundary_radius, pred_lut, dtype, journal, shard: as
+      mean_bgr, scored, boundary_radius, pred_lut, dtype, journal, shard, repeats: as
         `evaluate_schedule`'s.
 
     Returns:
@@ -482,7 +497,7 @@ def evaluate_schedules(
     if shard is not None and (processes != jax.process_count() or not 0 <= process < processes):
         raise ValueError(f"shard {shard} is not (process index, {jax.process_count()} processes)")
     scorers = [ClipScorer(net, schedule, mean_bgr=mean_bgr, pred_lut=pred_lut, dtype=dtype,
-                          baseline_net=baseline)
+                          baseline_net=baseline, repeats=repeats)
                for schedule, baseline in zip(schedules, baseline_nets or [None] * len(schedules),
                                              strict=True)]
     last = len(scorers) - 1
@@ -554,8 +569,11 @@ def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedul
       frames run on which each stage fired, and fired_ref, over the frames the protocol's
       reference counts; flop_fraction and flop_fraction_dense of oracle's; the
       pipelines' modelled latency (latency_model_flops, latency_model_time; None for
-      others); ms_per_frame (the net and the argmax); wall_s; frames and videos run; and
-      the first clip's clock, timeline {change, fired (the last stage's)}.
+      others); ms_per_frame (the net and the argmax, each clip's fastest run) and
+      ms_per_frame_runs (per repeat, over every clip); others_cores, the CPU (in cores)
+      other processes took on average while it was timed, and timing_disturbed (over
+      `timing.DISTURBED_CORES`); wall_s; frames and videos run; and the first clip's clock,
+      timeline {change, fired (the last stage's)}.
     """
     frames_run = sum(r["frames"] for r in records)
     row = {"schedule": name, "kind": protocol.kind(schedule), "params": schedule.params(),
@@ -572,6 +590,8 @@ def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedul
                                  weights=[r["frames"] for r in timed])) if timed else None)
 
     first = records[0]  # the first clip's clock, for timeline plots
+    runs = np.sum([r["seconds_runs"] for r in records], axis=0)  # per repeat, every clip
+    others = sum(r["others_cpu_s"] for r in records) / max(float(np.sum(runs)), 1e-9)
     row.update(
         temporal_diff=float(np.mean(tds)) if tds else None,
         temporal_diff_std=float(np.std(tds)) if tds else None,
@@ -583,6 +603,9 @@ def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedul
         latency_model_flops=latency(0),
         latency_model_time=latency(1),
         ms_per_frame=1e3 * sum(r["seconds"] for r in records) / frames_run,
+        ms_per_frame_runs=(1e3 * runs / frames_run).tolist(),
+        others_cores=others,
+        timing_disturbed=others > timing.DISTURBED_CORES,
         wall_s=wall_s,
         frames=frames_run,
         videos=len(records),
@@ -593,10 +616,23 @@ def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedul
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:
-    """Adds `time_fraction` (ms/frame over oracle's) where an oracle row exists."""
-    oracle = next((r["ms_per_frame"] for r in rows if r["schedule"] == "oracle"), None)
+    """Adds, where an oracle row exists, `time_fraction` (ms/frame over oracle's),
+    `time_fraction_range` ([lowest, highest] over the repeats of the fraction of each
+    repeat's time, repeat r against oracle's repeat r; None with one repeat), and
+    `time_fraction_disturbed` (the row's timing or oracle's was disturbed); None, None,
+    False without an oracle."""
+    oracle = next((r for r in rows if r["schedule"] == "oracle"), None)
     for row in rows:
-        row["time_fraction"] = row["ms_per_frame"] / oracle if oracle else None
+        row.update(time_fraction=None, time_fraction_range=None, time_fraction_disturbed=False)
+        if oracle is None:
+            continue
+        mine, its = row["ms_per_frame_runs"], oracle["ms_per_frame_runs"]
+        fractions = [a / b for a, b in zip(mine, its, strict=True)] if len(mine) == len(
+            its) else []
+        row.update(time_fraction=row["ms_per_frame"] / oracle["ms_per_frame"],
+                   time_fraction_range=[min(fractions), max(fractions)]
+                   if len(fractions) > 1 else None,
+                   time_fraction_disturbed=row["timing_disturbed"] or oracle["timing_disturbed"])
     return rows
 
 
@@ -606,13 +642,16 @@ def format_table(rows: Sequence[dict]) -> str:
     "fired S1/.../SN" are the fractions of frames each stage fired on (N: the rows' stages);
     "SN ref" is the last stage's fraction as the data set's reference counts it; "FLOP frac"
     counts what XLA executes, "dense" the Caffe net (`cost`); "lat model" is a pipeline's
-    step latency as the paper models it, from the measured stage times.
+    step latency as the paper models it, from the measured stage times. "spread" is the
+    time fraction's range over the repeated timings; a "*" after a time fraction marks a
+    disturbed timing (other processes took CPU meanwhile), explained below the table.
 
     Args:
-      rows: rows of `evaluate_schedule` (`aggregate`).
+      rows: rows of `evaluate_schedule` (`aggregate`, `add_speedups`).
 
     Returns:
-      The table, a header line, a rule and one line per row.
+      The table, a header line, a rule and one line per row, then a line on the disturbed
+      timings if any.
     """
     def num(fmt: str):
         return lambda v: "-" if v is None else fmt.format(v)
@@ -628,7 +667,8 @@ def format_table(rows: Sequence[dict]) -> str:
         ("temp diff", 10, num("{:.3f}")), (fired_header, fired_width, str),
         (last_ref, max(7, len(last_ref) + 1), str), ("FLOP frac", 10, num("{:.2f}")),
         ("dense", 6, num("{:.2f}")),
-        ("ms/frame", 9, num("{:.1f}")), ("time frac", 10, num("{:.2f}")),
+        ("ms/frame", 9, num("{:.1f}")), ("time frac", 10, str),
+        ("spread", 11, lambda v: "-" if v is None else f"{v[0]:.2f}-{v[1]:.2f}"),
         ("lat model", 10, num("{:.2f}")),
     ]
     lines = ["".join(f"{name:>{w}}" if i else f"{name:<{w}}" for i, (name, w, _) in
@@ -641,10 +681,23 @@ def format_table(rows: Sequence[dict]) -> str:
                 "pixel_acc", "mean_acc", "mean_iu", "fw_iu", "bdry_mean_iu", "bdry_fw_iu")),
             r["temporal_diff"], "/".join(f"{f:.2f}" for f in r["fired"]),
             "-" if ref is None else f"{ref[-1]:.2f}", r["flop_fraction"],
-            r.get("flop_fraction_dense"), r["ms_per_frame"], r.get("time_fraction"),
-            r.get("latency_model_time"),
+            r.get("flop_fraction_dense"), r["ms_per_frame"], _time_fraction(r),
+            r.get("time_fraction_range"), r.get("latency_model_time"),
         ]
         lines.append("".join(
             (f"{fmt(v):<{w}}" if i == 0 else f"{fmt(v):>{w}}")
             for i, ((_, w, fmt), v) in enumerate(zip(cols, values, strict=True))))
+    disturbed = [r for r in rows if r.get("time_fraction_disturbed")]
+    if disturbed:
+        cores = max(r["others_cores"] for r in rows)
+        lines.append(f"* timing disturbed: other processes took up to {cores:.2f} CPU cores "
+                     f"on average while a row was timed (more than {timing.DISTURBED_CORES}); "
+                     "its time fraction may be off: rerun on a quieter machine")
     return "\n".join(lines)
+
+
+def _time_fraction(row: dict) -> str:
+    fraction = row.get("time_fraction")
+    if fraction is None:
+        return "-"
+    return f"{fraction:.2f}{'*' if row.get('time_fraction_disturbed') else ''}"

@@ -105,3 +105,10 @@ def test_the_overlay_reuses_the_scored_run_of_the_first_clip(synthetic, tmp_path
     assert reused == fresh
     np.testing.assert_array_equal(video.read_video(tmp_path / "reused.mp4"),
                                   video.read_video(tmp_path / "fresh.mp4"))
+
+
+def test_repeats_below_one_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"--repeats must be >= 1"):
+        evaluate_lib.evaluate(tiny.get_config(), data="synthetic", repeats=0,
+                              output=str(tmp_path / "never.json"))
+    assert not list(tmp_path.iterdir())

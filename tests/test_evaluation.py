@@ -85,7 +85,7 @@ def test_a_killed_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
     got = evaluation.evaluate_schedule(net, videos, "adaptive:0.2", mean_bgr=mean,
                                        journal=journal)
     assert len(runs) == 2  # only the two videos left, each run once: compiling runs none
-    timing = {"ms_per_frame", "wall_s", "compile_s"}
+    timing = evaluation.ROW_TIMING
     assert {k: v for k, v in got.items() if k not in timing} == {
         k: v for k, v in want.items() if k not in timing}
     assert len(results.Journal(path, "job")) == 4
@@ -134,8 +134,9 @@ def test_a_clip_scored_into_a_record_aggregates_into_the_row(tmp_path):
         record = evaluation.record_on_host(scorer.score(evaluation.label_clip(clip, 5)))
         read_back = results.Journal(tmp_path / "j.jsonl", "job").get(scorer.name, (i, 0))
         assert set(record) == set(read_back)
-        assert {k: v for k, v in record.items() if k != "seconds"} == {
-            k: v for k, v in read_back.items() if k != "seconds"}
+        timing = evaluation.RECORD_TIMING
+        assert {k: v for k, v in record.items() if k not in timing} == {
+            k: v for k, v in read_back.items() if k not in timing}
         # The device statistics are numpy's metrics of the predictions.
         preds, _, _ = evaluation.predict(net, model.preprocess(rgb, VOC_MEAN), "adaptive:0.2")
         assert record["hist"] == metrics.confusion(labels[2:], preds[2:], 5).tolist()
@@ -144,7 +145,7 @@ def test_a_clip_scored_into_a_record_aggregates_into_the_row(tmp_path):
         records.append(record)
     got = evaluation.aggregate(records, name=scorer.name, schedule=scorer.schedule,
                                dtype=scorer.dtype, wall_s=row["wall_s"])
-    timing = {"ms_per_frame", "compile_s"}  # the row adds the compile time
+    timing = evaluation.ROW_TIMING  # and the row adds the compile time
     assert {k: v for k, v in got.items() if k not in timing} == {
         k: v for k, v in row.items() if k not in timing}
     assert row["kind"] == "adaptive" and row["params"]["theta"] == 0.2
@@ -180,6 +181,50 @@ def test_table_header_names_the_rows_stages():
     assert len(four[1]) == len(four[0])
 
 
+def test_a_clip_timed_repeatedly_keeps_its_fastest_run_and_its_outputs(monkeypatch):
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    rgb, labels = _videos(1)[0]
+    item = evaluation.label_clip(protocol.whole(rgb, labels, slice(2, None), "0"), 5)
+    once = evaluation.record_on_host(
+        evaluation.ClipScorer(net, "adaptive:0.2", mean_bgr=VOC_MEAN).score(item))
+    runs = []
+    run = clockwork.CompiledRun.__call__
+    monkeypatch.setattr(clockwork.CompiledRun, "__call__",
+                        lambda self, frames: runs.append(1) or run(self, frames))
+    thrice = evaluation.record_on_host(evaluation.ClipScorer(
+        net, "adaptive:0.2", mean_bgr=VOC_MEAN, repeats=3).score(item))
+    assert len(runs) == 3 and len(thrice["seconds_runs"]) == 3
+    assert thrice["seconds"] == min(thrice["seconds_runs"]) and thrice["others_cpu_s"] >= 0
+    assert {k: v for k, v in thrice.items() if k not in evaluation.RECORD_TIMING} == {
+        k: v for k, v in once.items() if k not in evaluation.RECORD_TIMING}
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        evaluation.ClipScorer(net, "oracle", mean_bgr=VOC_MEAN, repeats=0)
+
+
+def test_time_fractions_show_their_spread_and_flag_a_disturbed_timing():
+    def timed(name, runs, disturbed, others=0.0):
+        return {**_row(name, [1.0, 1.0]), "ms_per_frame": min(runs), "ms_per_frame_runs": runs,
+                "timing_disturbed": disturbed, "others_cores": others}
+
+    rows = evaluation.add_speedups([timed("oracle", [10.0, 12.0], False),
+                                    timed("skip", [5.0, 4.0], False),
+                                    timed("alternating", [7.0, 9.0], True, others=0.5)])
+    # Repeat r against oracle's repeat r: skip 5/10 and 4/12; alternating 7/10, 9/12.
+    assert rows[1]["time_fraction"] == pytest.approx(4.0 / 10.0)
+    assert rows[1]["time_fraction_range"] == pytest.approx([4.0 / 12.0, 5.0 / 10.0])
+    assert rows[2]["time_fraction_range"] == pytest.approx([0.7, 0.75])
+    assert [r["time_fraction_disturbed"] for r in rows] == [False, False, True]
+    lines = evaluation.format_table(rows).splitlines()
+    assert "spread" in lines[0]
+    assert "0.40" in lines[3] and "0.33-0.50" in lines[3] and "*" not in lines[3]
+    assert "0.70*" in lines[4] and "0.70-0.75" in lines[4]
+    assert lines[-1].startswith("* timing disturbed") and "0.50 CPU cores" in lines[-1]
+    # A disturbed oracle marks every fraction; one repeat has no spread.
+    rows = evaluation.add_speedups([timed("oracle", [10.0], True), timed("skip", [5.0], False)])
+    assert rows[1]["time_fraction_disturbed"] and rows[1]["time_fraction_range"] is None
+    assert "0.50*" in evaluation.format_table(rows).splitlines()[3]
+
+
 def test_schedules_are_interleaved_video_by_video_and_score_as_alone(monkeypatch):
     """evaluate_schedules runs video 0 under every schedule, then video 1, ...; each
     schedule's clips of a video in order; its rows are evaluate_schedule's, timings aside."""
@@ -200,7 +245,7 @@ def test_schedules_are_interleaved_video_by_video_and_score_as_alone(monkeypatch
     assert order == [x for i in range(3) for x in
                      [("oracle", str(i)), ("skip", (i, 0)), ("skip", (i, 1)),
                       ("adaptive:0.2", str(i))]]
-    timing = {"ms_per_frame", "wall_s", "compile_s"}
+    timing = evaluation.ROW_TIMING
     for k in (0, 2):
         assert {a: v for a, v in rows[k].items() if a not in timing} == {
             a: v for a, v in alone[k].items() if a not in timing}

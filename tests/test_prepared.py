@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cwfcn import clockwork, evaluate_lib, model, schedules
+from cwfcn import clockwork, evaluate_lib, evaluation, model, schedules
 from cwfcn.data import datasets, prepare, prepared, protocol, sources
 from tests.test_builders import (
     IMAGE_SPLITS,
@@ -24,7 +24,7 @@ from tests.test_builders import (
 # One schedule of each kind FORM tells apart (`protocol.kind`), and a second fixed one.
 KINDS = "pool4,skip,alternating,adaptive:0.3,pipeline2,pipeline3"  # and oracle
 # Row fields that measure the machine, not the net's outputs.
-TIMING = {"ms_per_frame", "wall_s", "compile_s", "latency_model_time", "time_fraction"}
+TIMING = evaluation.ROW_TIMING
 
 
 @pytest.fixture(scope="module")
