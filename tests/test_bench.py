@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench import batched, data, forward, memory, pipeline, schedules
+from bench import batched, data, forward, memory, pipeline, schedules, train
 
 
 @pytest.mark.slow
@@ -100,3 +100,17 @@ def test_data_benchmark_smoke(tmp_path):
         assert result[key] > 0
     assert result["input_headroom"] == pytest.approx(
         result["input_images_per_s"] / result["train_step_images_per_s"])
+
+
+def test_train_benchmark_smoke(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    result = train.main(["--narrow", "--height", "36", "--width", "44", "--steps", "1",
+                         "--data_parallel", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == json.loads(json.dumps(result))  # the last line is the JSON
+    assert result["ms_per_step"] > 0 and result["head_step_ms"] > 0
+    assert set(result["parts"]) == {"forward", "backward", "optimizer"}
+    assert result["parts"]["forward"] > 0 and result["parts"]["optimizer"] > 0
+    assert len(result["backward_profile"]) == 5
+    assert "1 device" in result["data_parallel"]
