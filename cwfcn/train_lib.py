@@ -3,7 +3,9 @@
 The step is a pure function of (params, optimiser state, batch) under `jax.jit`,
 with the old state's buffers donated. As in FCN's reference nets, the learned
 upsamplers (`upscore2`, `upscore_pool4`) stay fixed at bilinear interpolation
-unless `config.optim.train_upsampling`. With a workdir, the loop appends one JSON
+unless `config.optim.train_upsampling`; with `config.optim.train_trunk` False the VGG
+convolutions stay fixed too, and each step runs only the rest of the net on their maps,
+computed once per distinct input (`head_step`). With a workdir, the loop appends one JSON
 line per logged step (and per validation pass) to `<workdir>/metrics.jsonl`.
 """
 
