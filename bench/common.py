@@ -45,6 +45,19 @@ def round_robin(fns: dict[str, Callable[[], Any]], repeats: int,
     return out
 
 
+class Stepping:
+    """A training step that donates its state, fed its own outputs: each call runs
+    `step(*state, *rest) -> (*new state, loss)`, keeps the new state, returns the loss."""
+
+    def __init__(self, step: Callable, state: tuple, rest: tuple):
+        self.step, self.state, self.rest = step, state, rest
+
+    def __call__(self):
+        out = self.step(*self.state, *self.rest)
+        self.state = out[:2]
+        return out[2]
+
+
 def device_info() -> dict[str, Any]:
     """Which machine ran the benchmark: backend, device kind and count, host, versions."""
     device = jax.devices()[0]

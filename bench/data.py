@@ -17,6 +17,7 @@ JPEG frames and masks; NYUD photos: PNG and .mat labels), prepares them
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ from PIL import Image
 
 if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import device_info, emit, round_robin
+from bench.common import Stepping, device_info, emit, round_robin
 from configs import default
 from cwfcn import model, train_lib
 from cwfcn.data import datasets, prepare, sources, training
@@ -157,13 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
         images, labels = training.make_batches(config)(0)
         x = model.preprocess(images, datasets.mean_bgr_of(config))
         y = jnp.asarray(labels, jnp.int32)
-        state = {"params": params, "opt": opt_state}
-
-        def step():
-            state["params"], state["opt"], loss = train_lib.train_step(
-                state["params"], state["opt"], x, y, jax.random.key(0), graphdef=graphdef, tx=tx)
-            return loss
-
+        step = Stepping(functools.partial(train_lib.train_step, graphdef=graphdef, tx=tx),
+                        (params, opt_state), (x, y, jax.random.key(0)))
         step_s = round_robin({"train step": step}, args.repeats, desc="train step")["train step"]
         input_rate = max(_input_rate(config, args.steps) for _ in range(args.repeats))
 

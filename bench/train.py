@@ -36,7 +36,7 @@ from flax import nnx
 
 if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import device_info, round_robin, timed
+from bench.common import Stepping, device_info, round_robin, timed
 from configs import default
 from cwfcn import distributed, model, train_lib
 
@@ -49,19 +49,7 @@ def _batch(config, height: int, width: int, n: int) -> tuple[jax.Array, jax.Arra
     return images, labels
 
 
-class _Stepping:
-    """A donating step fed its own outputs: `__call__` runs one step and keeps them."""
-
-    def __init__(self, step: Callable, state: tuple, rest: tuple):
-        self.step, self.state, self.rest = step, state, rest
-
-    def __call__(self):
-        out = self.step(*self.state, *self.rest)
-        self.state = out[:2]
-        return out[2]
-
-
-def _median_ms(stepping: _Stepping, steps: int) -> float:
+def _median_ms(stepping: Stepping, steps: int) -> float:
     timed(stepping)  # compiles
     return 1e3 * statistics.median(timed(stepping)[0] for _ in range(steps))
 
@@ -90,10 +78,7 @@ def _pieces(net, images) -> dict[str, tuple[Callable, jax.Array]]:
     score_fr = net.fc_scores(pool5)
 
     def fusion(n, inputs):
-        p3, p4, s = inputs
-        up = model.deconv(s, n.upscore2[...], 2)
-        return n.fuse(model.pointwise(p3, n.score_pool3), model.pointwise(p4, n.score_pool4),
-                      up, images.shape[1:3])
+        return n.fuse_maps(*inputs, images.shape[1:3])
 
     return {
         "conv1_1..pool3": (model.vgg_pool3, images),
@@ -135,7 +120,7 @@ def _data_parallel(config, height: int, width: int, steps: int) -> dict:
             distributed.DATA_AXIS))
         batch = jax.device_put((images, labels), sharding)
         step = functools.partial(train_lib.train_step, graphdef=graphdef, tx=tx)
-        ms = _median_ms(_Stepping(step, state, (*batch, jax.random.key(0))), steps)
+        ms = _median_ms(Stepping(step, state, (*batch, jax.random.key(0))), steps)
         out[f"{devices} device{'s' * (devices > 1)}"] = {"ms_per_step": ms,
                                                         "images_per_s": 1e3 * devices / ms}
     return out
@@ -161,13 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
     graphdef, params = nnx.split(net)
     tx = train_lib.make_optimizer(config)
     whole = functools.partial(train_lib.train_step, graphdef=graphdef, tx=tx)
-    ms_step = _median_ms(_Stepping(whole, (jax.tree.map(jnp.copy, params), tx.init(params)),
+    ms_step = _median_ms(Stepping(whole, (jax.tree.map(jnp.copy, params), tx.init(params)),
                                    (images, labels, key)), args.steps)
     _, trunk, head = nnx.split(net, train_lib.is_trunk, ...)
     maps = train_lib.trunk_maps(trunk, head, images, graphdef=graphdef)
     head_tx = train_lib.make_optimizer(config)
     headed = functools.partial(train_lib.head_step, graphdef=graphdef, tx=head_tx)
-    ms_head = _median_ms(_Stepping(lambda h, s, *r: headed(h, s, trunk, *r),
+    ms_head = _median_ms(Stepping(lambda h, s, *r: headed(h, s, trunk, *r),
                                    (jax.tree.map(jnp.copy, head), head_tx.init(head)),
                                    (maps, labels, key)), args.steps)
     best = round_robin({**_parts(net, config, images, labels, key), **_profile(net, images)},

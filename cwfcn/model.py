@@ -528,10 +528,14 @@ class FCN8s(nnx.Module):
              out_hw: tuple[int, int], dropout_key: jax.Array | None = None) -> jax.Array:
         """Everything after the VGG convolutions, on the `trunk`'s maps: fc6, fc7, the score
         layers, the upsamplers and the fusion -> scores `[N, *out_hw, C]`."""
-        upscore2 = deconv(self.fc_scores(pool5, dropout_key), self.upscore2[...], 2)
-        score_pool3, score_pool4 = pointwise(pool3, self.score_pool3), pointwise(
-            pool4, self.score_pool4)
-        return self.fuse(score_pool3, score_pool4, upscore2, out_hw)
+        return self.fuse_maps(pool3, pool4, self.fc_scores(pool5, dropout_key), out_hw)
+
+    def fuse_maps(self, pool3: jax.Array, pool4: jax.Array, score_fr: jax.Array,
+                  out_hw: tuple[int, int]) -> jax.Array:
+        """The skip scores of pool3 and pool4, upscore2 of score_fr, and their `fuse`:
+        the head after fc_scores -> scores `[N, *out_hw, C]`."""
+        return self.fuse(pointwise(pool3, self.score_pool3), pointwise(pool4, self.score_pool4),
+                         deconv(score_fr, self.upscore2[...], 2), out_hw)
 
     def __call__(self, frames: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """The full net: float32 `[N, H, W, 3]` -> scores `[N, H, W, C]`.
