@@ -11,17 +11,22 @@ weight decay, the upsamplers fixed), one image of H x W:
   backward (`jax.vjp`, the gradient of its parameters and of its input), so the pieces
   whose gradient costs more than the usual twice their forward stand out;
 - with `--data_parallel`: images/s of the step data-parallel over every device (one image
-  each, e.g. `XLA_FLAGS=--xla_force_host_platform_device_count=2`) against one device.
+  each, e.g. `XLA_FLAGS=--xla_force_host_platform_device_count=2`) against one device;
+- with `--peer`: the same step in PyTorch (`bench/peer_torch.py`), eager and under
+  `torch.compile`, timed round-robin with cwfcn's; first, one step of each from the same
+  weights and batch, without dropout, must give the same loss and updated parameters.
 
 The table comes first; the last stdout line is one JSON object (`ms_per_step`, `parts`).
 
     python bench/train.py --height 384 --width 384 --steps 5
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python bench/train.py --data_parallel
+    python bench/train.py --peer          # needs torch: pip install torch
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import statistics
@@ -126,6 +131,51 @@ def _data_parallel(config, height: int, width: int, steps: int) -> dict:
     return out
 
 
+def _load_peer():
+    """bench.peer_torch, or SystemExit saying how to install torch."""
+    try:
+        from bench import peer_torch
+    except ImportError as error:
+        raise SystemExit(f"--peer needs PyTorch ({error}); install it with `pip install "
+                         "torch` (not a dependency of cwfcn)") from None
+    return peer_torch
+
+
+def _peer_check(peer_torch, config, images, labels, key) -> dict[str, float]:
+    """One step of cwfcn and of the torch peer from the same weights, no dropout: the
+    losses, and the largest difference of an updated parameter against the largest update."""
+    config = copy.deepcopy(config)
+    config.model.dropout_rate = 0.0
+    config.model.zero_init_scores = False  # every layer's gradient is then nonzero
+    net = train_lib.build_net(config, nnx.Rngs(0))
+    step, peer = peer_torch.make_step(net, config, images, labels)
+    torch_loss = step()
+    graphdef, params = nnx.split(net)
+    before = nnx.to_pure_dict(params)
+    tx = train_lib.make_optimizer(config)
+    params, _, loss = train_lib.train_step(jax.tree.map(jnp.copy, params), tx.init(params),
+                                           images, labels, key, graphdef=graphdef, tx=tx)
+    after, theirs = nnx.to_pure_dict(params), peer.params()
+    diff = update = 0.0
+    for name, layer in theirs.items():
+        for field, value in layer.items():
+            ours = np.asarray(after[name][field])
+            diff = max(diff, float(np.abs(ours - value).max()))
+            update = max(update, float(np.abs(ours - np.asarray(before[name][field])).max()))
+    return {"loss": float(loss), "torch_loss": torch_loss, "max_param_diff": diff,
+            "max_update": update}
+
+
+def _peer_timing(peer_torch, net, config, images, labels, cwfcn_step, steps) -> dict:
+    """ms per step (best of `steps` rounds) of cwfcn, torch eager and torch.compile."""
+    fns = {"cwfcn": cwfcn_step}
+    for name, compiled in (("torch eager", False), ("torch.compile", True)):
+        fns[name] = peer_torch.make_step(net, config, np.asarray(images), np.asarray(labels),
+                                         compiled=compiled)[0]
+    best = round_robin(fns, steps, desc="cwfcn and torch, round-robin")
+    return {name: 1e3 * r["wall_s"] for name, r in best.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--height", type=int, default=384)
@@ -134,8 +184,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--narrow", action="store_true", help="the narrow net (tests)")
     parser.add_argument("--data_parallel", action="store_true",
                         help="also the step data-parallel over every device")
+    parser.add_argument("--peer", action="store_true",
+                        help="also the same step in PyTorch, eager and compiled (needs torch)")
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args(argv)
+    peer_torch = _load_peer() if args.peer else None
     config = default.get_config()
     config.model.num_classes = 21
     if args.narrow:
@@ -166,6 +219,12 @@ def main(argv: list[str] | None = None) -> dict:
               "width": args.width, "widths": config.model.widths,
               "optimizer": config.optim.name, "ms_per_step": ms_step, "parts": parts,
               "head_step_ms": ms_head, "backward_profile": pieces}
+    if peer_torch:
+        result["peer_check"] = _peer_check(peer_torch, config, images, labels, key)
+        stepping = Stepping(whole, (jax.tree.map(jnp.copy, params), tx.init(params)),
+                            (images, labels, key))
+        result["peer_ms_per_step"] = _peer_timing(peer_torch, net, config, images, labels,
+                                                  stepping, args.steps)
     if args.data_parallel:
         result["data_parallel"] = _data_parallel(config, args.height, args.width, args.steps)
     lines = [f"training step, {args.height}x{args.width}, batch 1, {config.model.widths}, "
@@ -178,6 +237,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name, p in pieces.items():
         lines.append(f"{name:<28}{p['forward_ms']:>9.1f}{p['backward_ms']:>9.1f}"
                      f"{p['backward_ms'] / max(p['forward_ms'], 1e-9):>9.2f}")
+    if peer_torch:
+        check, peers = result["peer_check"], result["peer_ms_per_step"]
+        lines.append(f"one step against torch's, no dropout: loss {check['loss']:.6f} vs "
+                     f"{check['torch_loss']:.6f}, params within {check['max_param_diff']:.1e}"
+                     f" (largest update {check['max_update']:.1e})")
+        lines += [f"{name:<16}{ms:>9.0f} ms/step  cwfcn {ms / peers['cwfcn']:.2f}x faster"
+                  for name, ms in peers.items()]
     for name, d in result.get("data_parallel", {}).items():
         lines.append(f"data-parallel, {name}: {d['ms_per_step']:.0f} ms/step, "
                      f"{d['images_per_s']:.2f} images/s")

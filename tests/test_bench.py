@@ -114,3 +114,16 @@ def test_train_benchmark_smoke(tmp_path, capsys):
     assert result["parts"]["forward"] > 0 and result["parts"]["optimizer"] > 0
     assert len(result["backward_profile"]) == 5
     assert "1 device" in result["data_parallel"]
+
+
+@pytest.mark.slow
+def test_train_benchmark_peer_is_the_same_step(capsys):
+    pytest.importorskip("torch")  # not a dependency: the peer is checked where torch is
+    result = train.main(["--narrow", "--height", "36", "--width", "44", "--steps", "1",
+                         "--peer"])
+    check = result["peer_check"]
+    assert check["loss"] == pytest.approx(check["torch_loss"], rel=1e-5)
+    assert check["max_update"] > 1e-6  # a step that moved the weights...
+    assert check["max_param_diff"] < 1e-3 * check["max_update"]  # ...the same way as torch's
+    assert set(result["peer_ms_per_step"]) == {"cwfcn", "torch eager", "torch.compile"}
+    assert "torch eager" in capsys.readouterr().out

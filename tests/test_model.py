@@ -192,6 +192,41 @@ def test_conv_as_matmul_matches_lax_conv(kh, kw):
     _close(got, expected, rel=1e-5)
 
 
+def _np_conv_grads(x, kernel, g, pad):
+    """d/dx, d/dkernel, d/dbias of sum(g * conv(x) + bias), as numpy loops over the taps."""
+    (top, bottom), (left, right) = pad
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    kh, kw = kernel.shape[:2]
+    h, w = g.shape[1:3]
+    dxp, dk = np.zeros_like(xp), np.zeros_like(kernel)
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, i : i + h, j : j + w]
+            dk[i, j] = np.einsum("nhwc,nhwd->cd", window, g)
+            dxp[:, i : i + h, j : j + w] += np.einsum("nhwd,cd->nhwc", g, kernel[i, j])
+    dx = dxp[:, top : top + x.shape[1], left : left + x.shape[2]]
+    return dx, dk, g.sum((0, 1, 2))
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 4096])  # one chunk; many, the last overhanging
+def test_conv2d_and_its_gradients_match_numpy(chunk_bytes, monkeypatch):
+    if chunk_bytes:
+        monkeypatch.setattr(model, "KERNEL_GRAD_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 13, 9, 3)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    bias = rng.normal(size=(4,)).astype(np.float32)
+    pad = ((2, 2), (1, 0))  # uneven, as conv1_1's narrowed pad may be per axis
+    y, vjp = jax.vjp(lambda *a: model.conv2d(*a, pad), *map(jnp.asarray, (x, kernel, bias)))
+    expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), pad,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+    assert y.shape == (2, 15, 8, 4)
+    _close(y, expected, rel=1e-5)
+    g = rng.normal(size=y.shape).astype(np.float32)
+    for got, want in zip(vjp(jnp.asarray(g)), _np_conv_grads(x, kernel, g, pad), strict=True):
+        _close(got, want, rel=1e-5)
+
+
 def test_preprocess_flips_to_bgr_and_subtracts_mean():
     rgb = np.array([[[[10, 20, 30], [255, 0, 7]]]], np.uint8)  # [1, 1, 2, 3]
     out = model.preprocess(rgb, (1.0, 2.0, 3.0))

@@ -72,6 +72,68 @@ def test_frozen_upsamplers_get_no_weight_decay():
     assert np.any(np.asarray(pure["conv1_1"]["kernel"]))
 
 
+def _reference_loss(graphdef, images, labels):
+    """The loss with the trunk as plain `nnx.Conv` layers on Caffe's full pad (XLA's own
+    gradients of its convolutions; no border shortcut, no `model.conv2d`)."""
+
+    def loss(state):
+        net = nnx.merge(graphdef, state)
+        x, maps = images, []
+        for block, size in enumerate(model.VGG_BLOCK_SIZES, 1):
+            for i in range(1, size + 1):
+                x = jax.nn.relu(getattr(net, f"conv{block}_{i}")(x))
+            x = model.max_pool_ceil(x)
+            maps.append(x)
+        return train_lib.loss_fn(net.head(*maps[2:], images.shape[1:3]), labels)
+
+    return loss
+
+
+def test_train_step_is_sgd_with_momentum_and_decay_on_the_reference_gradient():
+    config = tiny.get_config()
+    config.model.dropout_rate = 0.0
+    lr, momentum, decay = (config.optim.learning_rate, config.optim.momentum,
+                           config.optim.weight_decay)
+    graphdef, state = nnx.split(_initial_net(config))
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(0, 50, (1, 41, 36, 3)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 7, (1, 41, 36)), jnp.int32)  # 5, 6: unlabelled
+    reference = jax.jit(jax.value_and_grad(_reference_loss(graphdef, images, labels)))
+    tx = train_lib.make_optimizer(config)
+    params, opt_state = jax.tree.map(jnp.copy, state), tx.init(state)
+    want = nnx.to_pure_dict(state)
+    trace = jax.tree.map(np.zeros_like, want)
+    for _ in range(2):  # the second step reads the momentum of the first
+        current = jax.tree.map(jnp.copy, state)
+        nnx.replace_by_pure_dict(current, jax.tree.map(jnp.asarray, want))
+        want_loss, grads = reference(current)
+        params, opt_state, loss = train_lib.train_step(params, opt_state, images, labels,
+                                                       jax.random.key(0), graphdef=graphdef,
+                                                       tx=tx)
+        np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
+        grads = nnx.to_pure_dict(grads)
+        for name in want:
+            if name in UPSAMPLERS:  # fixed: no update, no decay
+                continue
+            for attr in want[name]:
+                p = np.asarray(want[name][attr])
+                trace[name][attr] = (np.asarray(grads[name][attr]) + decay * p
+                                     + momentum * trace[name][attr])
+                want[name][attr] = p - lr * trace[name][attr]
+    got, start = nnx.to_pure_dict(params), nnx.to_pure_dict(state)
+    for path, value in jax.tree_util.tree_leaves_with_path(want):
+        def leaf(tree, path=path):
+            for key in path:
+                tree = tree[key.key]
+            return np.asarray(tree)
+
+        want_moved = np.asarray(value) - leaf(start)
+        scale = max(float(np.abs(want_moved).max()), 1e-12)
+        np.testing.assert_allclose(leaf(got) - leaf(start), want_moved, atol=1e-3 * scale,
+                                   err_msg=jax.tree_util.keystr(path))
+        assert (scale > 1e-9) == (path[0].key not in UPSAMPLERS)
+
+
 def _fixed_trunk_config(tmp_path: Path):
     """tiny's net on a 3-photo SBD fixture (6 distinct inputs with the flips), trunk fixed."""
     root = tmp_path / "benchmark_RELEASE"
