@@ -11,7 +11,9 @@ weight decay, the upsamplers fixed), one image of H x W:
   backward (`jax.vjp`, the gradient of its parameters and of its input), so the pieces
   whose gradient costs more than the usual twice their forward stand out;
 - with `--data_parallel`: images/s of the step data-parallel over every device (one image
-  each, e.g. `XLA_FLAGS=--xla_force_host_platform_device_count=2`) against one device;
+  each, e.g. `XLA_FLAGS=--xla_force_host_platform_device_count=2`) against one device at
+  batch 1 and at the same batch (forced host devices share the host's cores, so on a CPU
+  they cannot beat the one device, which already uses every core);
 - with `--peer`: the same step in PyTorch (`bench/peer_torch.py`), eager and under
   `torch.compile`, timed round-robin with cwfcn's; first, one step of each from the same
   weights and batch, without dropout, must give the same loss and updated parameters.
@@ -112,22 +114,24 @@ def _profile(net, images) -> dict[str, Callable]:
 
 
 def _data_parallel(config, height: int, width: int, steps: int) -> dict:
-    """Images/s of the step on one device, and data-parallel over every device."""
+    """Images/s of the step on one device (batch 1, and the data-parallel batch), and
+    data-parallel over every device (one image per device)."""
     out = {}
-    for devices in sorted({1, jax.device_count()}):
+    count = jax.device_count()
+    for devices, batch_size in sorted({(1, 1), (1, count), (count, count)}):
         mesh = distributed.make_mesh(devices)
         net = train_lib.build_net(config, nnx.Rngs(0))
         graphdef, params = nnx.split(net)
         tx = train_lib.make_optimizer(config)
         state = distributed.replicate(mesh, (params, tx.init(params)))
-        images, labels = _batch(config, height, width, devices)
+        images, labels = _batch(config, height, width, batch_size)
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
             distributed.DATA_AXIS))
         batch = jax.device_put((images, labels), sharding)
         step = functools.partial(train_lib.train_step, graphdef=graphdef, tx=tx)
         ms = _median_ms(Stepping(step, state, (*batch, jax.random.key(0))), steps)
-        out[f"{devices} device{'s' * (devices > 1)}"] = {"ms_per_step": ms,
-                                                        "images_per_s": 1e3 * devices / ms}
+        name = f"{devices} device{'s' * (devices > 1)}, batch {batch_size}"
+        out[name] = {"ms_per_step": ms, "images_per_s": 1e3 * batch_size / ms}
     return out
 
 

@@ -113,7 +113,7 @@ def test_train_benchmark_smoke(tmp_path, capsys):
     assert set(result["parts"]) == {"forward", "backward", "optimizer"}
     assert result["parts"]["forward"] > 0 and result["parts"]["optimizer"] > 0
     assert len(result["backward_profile"]) == 5
-    assert "1 device" in result["data_parallel"]
+    assert "1 device, batch 1" in result["data_parallel"]
 
 
 @pytest.mark.slow
