@@ -566,6 +566,14 @@ class Clockwork:
         state, (scores, fired, _) = _frame_step_jit(self.params, state, frame, **self._static)
         return state, scores, fired
 
+    def pure_step(self, params: Any, state: ClockState, frame: jax.Array
+                  ) -> tuple[ClockState, jax.Array, jax.Array]:
+        """`step` as a pure, unchecked function of the params (`self.params`, already cast),
+        for transformations such as `jax.export` (`cwfcn.export`)."""
+        state, (scores, fired, _) = _frame_step(self.graphdef, self.staging, self.schedule,
+                                                params, state, frame)
+        return state, scores, fired
+
     def run_chunk(self, state: ClockState, frames: jax.Array) -> tuple[ClockState, RunOutput]:
         """Processes a block of frames in one scan, carrying the clock state.
 
