@@ -1,8 +1,10 @@
-"""Files that survive a crash: synced JSON lines, and the digest that pins a file.
+"""Files that survive a crash: synced JSON lines, files written whole or not at all, and
+the digest that pins a file.
 
 Every log and journal of cwfcn appends through `append_json_line`, so a kill loses at
-most the line being written (readers drop a line cut short); every pinned download and
-archive is checked with `sha256_file`.
+most the line being written (readers drop a line cut short); results files and exported
+steps are written through `write_atomically`; every pinned download and archive is
+checked with `sha256_file`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any
 
 _CHUNK = 1 << 20  # bytes read at a time when hashing: 1 MiB
 
@@ -36,3 +40,21 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[IO], None], *,
+                     binary: bool = False) -> None:
+    """Writes `path` whole or not at all: `write(f)` fills a temporary file in the same
+    directory, which is synced and then renamed over `path`. On any error `path` is left as
+    it was and the temporary file is removed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -12,7 +12,7 @@ import os
 import tempfile
 from typing import Any
 
-from cwfcn.durable import append_json_line
+from cwfcn.durable import append_json_line, write_atomically
 
 
 def check_writable(path: str | os.PathLike) -> None:
@@ -28,17 +28,7 @@ def check_writable(path: str | os.PathLike) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Writes `obj` as JSON to `path` atomically; on any error `path` is left as it was."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(path, lambda f: json.dump(obj, f, indent=1))
 
 
 class Journal:

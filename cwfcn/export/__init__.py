@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cwfcn import clockwork
+from cwfcn import clockwork, durable
 
 FORMAT = "cwfcn-exported-step/1"
 DEFAULT_PLATFORMS = ("cpu", "cuda")  # one artefact for a laptop and a GPU
@@ -70,9 +69,9 @@ def _from_bytes(raw: np.ndarray, spec: dict) -> np.ndarray:
 
 def _check_out(path: Path) -> None:
     if path.exists() and not path.is_file():
-        raise ValueError(f"--out {path} is not a regular file: name a file (e.g. step.bin)")
+        raise ValueError(f"{path} is not a regular file: name a file (e.g. step.bin)")
     if not path.parent.is_dir():
-        raise OSError(f"--out {path}: no directory {path.parent}; create it first")
+        raise OSError(f"{path}: no directory {path.parent}; create it first")
 
 
 def export_step(
@@ -135,17 +134,12 @@ def export_step(
     meta["arrays"] = specs
     arrays["exported"] = np.frombuffer(bytes(exported.serialize()), np.uint8)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(f) -> None:
+        os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would stick to the file
+        np.savez(f, **arrays)
+
+    durable.write_atomically(path, write, binary=True)
     return {k: v for k, v in meta.items() if k != "arrays"}
 
 
