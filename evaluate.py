@@ -3,6 +3,8 @@
     python evaluate.py --schedule adaptive --theta 0.25      # the embedded sample
     python evaluate.py --schedule all --theta 0.05:0.5:0.05 --plot plots/   # Fig. 6, Fig. 7
     python evaluate.py --data video:clip.mp4 --target-rate 0.5 --video-out out.mp4
+    python evaluate.py --data video:rtsp://camera:8554/stream --video-out live.mp4   # latency
+    python evaluate.py --data video:clip.mp4 --target-ms 40 --calibration-frames 30
     python evaluate.py --schedule all --data pascal-translated:16 --data-dir VOCdevkit \\
         --checkpoint fcn8s-heavy-pascal.caffemodel --config configs/default.py
 
@@ -19,7 +21,7 @@ does not train: pass --checkpoint, or let a one-process run cache the config's m
 from absl import flags
 from ml_collections import config_flags
 
-from cwfcn import cli, clockwork, distributed, evaluate_lib
+from cwfcn import cli, clockwork, distributed, evaluate_lib, schedules
 from cwfcn.data import protocol, sources
 
 config_flags.DEFINE_config_file("config", "configs/sample.py", "Config file.", lock_config=True)
@@ -41,10 +43,26 @@ flags.DEFINE_float("target_rate", None,
                    "Pick theta so that S3 fires on about this fraction of frames, in (0, 1], "
                    "calibrated without labels over the whole data set (as the paper tuned "
                    "it), or on the first --calibration_frames frames.")
+flags.DEFINE_float("target_ms", None,
+                   "A time budget per frame (ms): turned into --target_rate from the stages' "
+                   "measured times on this machine (S3 fires on the fraction that fits).")
+flags.DEFINE_integer("rate_window", schedules.DEFAULT_WINDOW,
+                     "With --target_rate or --target_ms: each calibrated adaptive schedule also "
+                     "runs under a budget that holds S3's firings in every window of this many "
+                     "frames within the rate +- --rate_tolerance (a closed-loop controller "
+                     "moves theta as the video runs); 0: the calibrated theta alone.")
+flags.DEFINE_float("rate_tolerance", schedules.DEFAULT_TOLERANCE,
+                   "The budget's band around the target rate, in [0, 1).")
 flags.DEFINE_integer("calibration_frames", None,
                      "Calibrate --target_rate on the first N frames of the first video only "
                      "(a live stream's start), not on the whole data set.")
-flags.DEFINE_integer("max_frames", None, "Read at most this many frames of a video:PATH.")
+flags.DEFINE_integer("max_frames", None,
+                     "Read at most this many frames of a video:PATH (or of a live run).")
+flags.DEFINE_bool("live", False,
+                  "Run a video:FILE as a live stream: frame by frame, each frame's latency "
+                  "measured (p50/p90/p99/max, jitter), every frame passed on. A live source "
+                  "(--data video:rtsp://..., video:/dev/video0, video:- for stdin) always runs "
+                  "so, keeping only the newest frame when the net falls behind.")
 flags.DEFINE_string("plot", None, "Write the trade-off and timeline plots (PNG) here.")
 flags.DEFINE_string("video_out", None,
                     "Write the first video's segmentation (last schedule) as an overlay video.")
@@ -72,7 +90,8 @@ def evaluate() -> None:
         phase=FLAGS.phase, target_rate=FLAGS.target_rate,
         calibration_frames=FLAGS.calibration_frames, max_frames=FLAGS.max_frames,
         dtype=FLAGS.dtype, plot=FLAGS.plot, video_out=FLAGS.video_out, output=FLAGS.output,
-        repeats=FLAGS.repeats)
+        repeats=FLAGS.repeats, target_ms=FLAGS.target_ms, rate_window=FLAGS.rate_window,
+        rate_tolerance=FLAGS.rate_tolerance, live=FLAGS.live)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ PASCAL training set: configs/pascal.py), NYUDv2 (configs/nyud.py) or Cityscapes
 latest one, and appends the training log (loss, images/s, learning rate, and the
 validation mean IU every `config.train.eval_every` steps) to <workdir>/metrics.jsonl.
 Killed at any point (even mid-save), it resumes from the latest complete checkpoint and
-ends with the same parameters, bit for bit, as a run that was never stopped. Bad input
+ends with the same parameters, bit for bit, as a run that was never stopped. SIGINT (Ctrl-C)
+or SIGTERM stops it before the next step, with the line "interrupted at step N; the last
+checkpoint is step M" and exit status 130 or 143 (a second signal stops it at once). A
+workdir is held by its run: a second run on it fails at once, naming the first. Bad input
 (a flag, a config key or value, a missing data set, a full disk) ends it with one line
 and exit status 2.
 
@@ -31,9 +34,17 @@ FLAGS = flags.FLAGS
 
 
 def train() -> None:
-    """The whole job (`train_lib.train_job`) with the flags' values."""
+    """The whole job (`train_lib.train_job`) with the flags' values, stopped between steps
+    by SIGINT or SIGTERM."""
     distributed.initialize_from_flags()
-    print(train_lib.train_job(FLAGS.config, FLAGS.workdir, data_parallel=FLAGS.data_parallel))
+    with cli.deferred_signals("train.py") as stop:
+        try:
+            summary = train_lib.train_job(FLAGS.config, FLAGS.workdir,
+                                          data_parallel=FLAGS.data_parallel, stop=stop)
+        except train_lib.Interrupted as e:
+            resume = " (rerun the same command to resume from it)" if e.checkpoint else ""
+            cli.exit_now(f"train.py: {e}{resume}", cli.signal_status(e.signum))
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ process CPU time, which a busy machine inflates far less than wall time.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -17,7 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import ml_collections
 from tqdm import tqdm
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """The config of a config file (`get_config()` of configs/*.py), as --config gives it."""
+    spec = importlib.util.spec_from_file_location("bench_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:

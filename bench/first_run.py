@@ -16,7 +16,6 @@ another checkpoint of the net (a model trained another way), measured in the sam
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -32,7 +31,7 @@ from flax import nnx
 
 if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import device_info, emit
+from bench.common import device_info, emit, load_config
 from cwfcn import checkpoint, evaluate_lib, train_lib
 from cwfcn.data import samples
 
@@ -90,10 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reference", help="another checkpoint of the net, for its quality")
     parser.add_argument("--json", help="also write the JSON here")
     opts = parser.parse_args(argv)
-    spec = importlib.util.spec_from_file_location("first_run_config", opts.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config(opts.config)
     with tempfile.TemporaryDirectory(prefix="cwfcn-first-run-") as work:
         cache = Path(work) / "cache"
         cache.mkdir()

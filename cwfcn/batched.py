@@ -14,7 +14,8 @@ scalar for the whole batch:
   scattered back to their streams. With the default capacities 1..B the stage costs
   exactly the streams that fire.
 
-Per stream, the firing decisions are those of `clockwork.run` on that video alone.
+Per stream, the firing decisions are those of `clockwork.run` on that video alone; a budget's
+controller (`cwfcn.control`) runs per stream too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cwfcn import clockwork
+from cwfcn import clockwork, control
 from cwfcn.clockwork import ClockState, RunOutput, Schedule, Staging
 
 
@@ -84,16 +85,16 @@ def _adaptive_step(capacities, net, staging: Staging, schedule: Schedule, state,
     """One frame of the batch; the last stage fires per stream by the adaptive clock."""
     head, head_schedule = _ungated_head(staging, schedule)
     head_state = state._replace(cache=state.cache[:-1])
-    outs, fired_head, _, _ = clockwork.run_stages(net, head, head_schedule, head_state, x, t)
+    outs, fired_head, *_ = clockwork.run_stages(net, head, head_schedule, head_state, x, t)
     signal = clockwork.clock_signal(staging, schedule, x, (*outs, state.cache[-1]))
     change = jnp.where(t == 0, 0.0, clockwork.clock_change(schedule, signal, state.ref))  # [B]
-    fire = (t == 0) | (change >= schedule.theta)
+    fire, ctrl = control.decide(schedule, state.control, change, t)  # per stream
     ref = jnp.where(fire.reshape((-1,) + (1,) * (signal.ndim - 1)), signal, state.ref)
     last = gated_stage(net, staging, capacities, outs[-1], state.cache[-1], fire)
     streams = fire.shape[0]
     fired = jnp.concatenate([jnp.broadcast_to(fired_head, (streams, len(head.stages))),
                              fire[:, None]], axis=1)
-    return (*outs, last), fired, ref, change
+    return (*outs, last), fired, ref, change, ctrl
 
 
 def _batch_step(graphdef, staging, schedule, capacities, params, state: ClockState, frames):
@@ -105,13 +106,13 @@ def _batch_step(graphdef, staging, schedule, capacities, params, state: ClockSta
     t, streams = state.t, frames.shape[0]
     args = (net, staging, schedule, state, frames, t)
     if schedule.theta is not None:
-        cache, fired, ref, change = _adaptive_step(capacities, *args)
+        cache, fired, ref, change, ctrl = _adaptive_step(capacities, *args)
     else:
-        cache, shared, ref, _ = clockwork.run_stages(*args)
+        cache, shared, ref, _, ctrl = clockwork.run_stages(*args)
         fired = jnp.broadcast_to(shared, (streams, len(staging.stages)))
         change = jnp.zeros((streams,), jnp.float32)
     scores = staging.fuse(net, cache, frames.shape[1:3])
-    return ClockState(cache, t + 1, ref, change), (scores, fired, change)
+    return ClockState(cache, t + 1, ref, change, ctrl), (scores, fired, change)
 
 
 def _init_batch_state(graphdef, staging, schedule, params, batch_shape) -> ClockState:
@@ -124,7 +125,8 @@ def _init_batch_state(graphdef, staging, schedule, params, batch_shape) -> Clock
 
     ref = one.ref if schedule.theta is None else widen(one.ref)
     return ClockState(jax.tree.map(widen, one.cache), one.t, ref,
-                      jnp.zeros((streams,), jnp.float32))
+                      jnp.zeros((streams,), jnp.float32),
+                      control.init_control(schedule, (streams,)))
 
 
 @functools.partial(jax.jit, static_argnames=(*clockwork.STATIC_ARGNAMES, "capacities"))

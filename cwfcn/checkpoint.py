@@ -6,22 +6,27 @@ a pure dict of arrays), for training the optimiser state and the training input'
 writes each step, every item together, to a temporary directory and renames it when
 complete, so a crash mid-save never leaves a step that restores (the next save deletes
 the leftover); the digest catches a step damaged on disk later, which orbax itself
-would read back as wrong numbers.
+would read back as wrong numbers. A step without its digest is refused too (unless
+`UNCHECKED_ENV` is set, for steps saved before digests were), and so is one holding NaN or
+inf values. A training run holds its workdir (`hold_workdir`), so two runs never write one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -29,10 +34,25 @@ from flax import nnx
 _ARRAYS = ("params", "opt_state")
 _INPUT = "input"  # the training input's state (JSON)
 _CAUSE_CHARS = 300  # orbax's errors can hold whole TensorStore specs
+# Set to 1, this loads steps that have no digest (saved before digests were), unchecked.
+UNCHECKED_ENV = "CWFCN_UNCHECKED_CHECKPOINTS"
+LOCK_FILE = ".lock"  # in a workdir: the pid and host of the run that holds it
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, damaged, or does not fit the net."""
+
+
+class WorkdirBusyError(ValueError):
+    """Another run holds the workdir (`hold_workdir`).
+
+    Attributes:
+      holder: who holds it, as its lock file says ("pid N on host H"), or a placeholder.
+    """
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder
 
 
 def _manager(
@@ -80,7 +100,28 @@ def _quiet() -> Iterator[None]:
                 os.write(2, held.read())
 
 
-def _digest(tree) -> str:
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> jax.Array:
+    # x * 0 is NaN where x is NaN or inf and 0 elsewhere, and sums propagate NaN (a max may
+    # not): compiles in a third of the time of isfinite().all() and runs faster (0.45 s and
+    # 0.09 s for the VGG16 FCN-8s's 540 MB on the 2-core CPU).
+    return jnp.isfinite(jnp.stack([jnp.sum(x * 0) for x in leaves])).all()
+
+
+def non_finite(tree: Any) -> list[str]:
+    """The leaves of `tree` that hold NaN or inf, by dotted path ("fc6.kernel"); [] if none.
+
+    One jitted reduction over every leaf decides, so a good tree costs one device round trip;
+    the leaves are looked at one by one only when it fails, to name them.
+    """
+    flat = [(path, x) for path, x in jax.tree_util.tree_flatten_with_path(tree)[0] if x.size]
+    if not flat or bool(_all_finite([x for _, x in flat])):
+        return []
+    return [jax.tree_util.keystr(path, simple=True, separator=".")
+            for path, x in flat if not bool(jnp.isfinite(x).all())]
+
+
+def tree_digest(tree) -> str:
     """sha256 over every leaf's path, dtype, shape and bytes."""
     h = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -130,7 +171,7 @@ def save(
     if opt_state is not None:
         trees["opt_state"] = opt_state
     items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
-    digests = {name: _digest(t) for name, t in trees.items()}
+    digests = {name: tree_digest(t) for name, t in trees.items()}
     if input_state is not None:
         items[_INPUT] = ocp.args.JsonSave(input_state)
         digests[_INPUT] = _json_digest(input_state)
@@ -157,6 +198,65 @@ def check_writable(workdir: str | os.PathLike) -> None:
     except OSError as e:
         raise CheckpointError(f"cannot write to the workdir {os.fspath(workdir)!r} ({_cause(e)}): "
                               "pass a writable --workdir, or free disk space") from e
+
+
+def _lock_fd(path: str) -> int:
+    """An fd of the lock file `path`, exclusively locked; raises WorkdirBusyError, naming
+    the holder, if another process has it. The file that the lock is taken on must still be
+    the one at `path`: a run that ends deletes it, and one that locked the deleted file would
+    not exclude the next."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = (os.pread(fd, 256, 0).decode(errors="replace").strip()
+                      or "a process that is just starting")
+            os.close(fd)
+            raise WorkdirBusyError(
+                f"the workdir {os.path.dirname(path)!r} is in use by another training run "
+                f"({holder}): wait for it to end, stop it, or pass another --workdir",
+                holder) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir: str | os.PathLike) -> Iterator[None]:
+    """Holds `workdir` for one training run: an exclusive `flock` on its `LOCK_FILE`, which
+    names this process (pid and host) to a run that finds it taken. The OS drops the lock
+    when the process ends, however it ends, so a killed run leaves no stale lock; one that
+    ends normally deletes the file too. `workdir` must exist (`check_writable`).
+
+    Raises:
+      WorkdirBusyError: another process holds `workdir`; the message names it.
+    """
+    path = os.path.join(os.fspath(workdir), LOCK_FILE)
+    fd = _lock_fd(path)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while still locked: a run waiting on it then retries afresh
+        os.close(fd)
+
+
+def wait_for_workdir(workdir: str | os.PathLike) -> None:
+    """Blocks until no run holds `workdir` (`hold_workdir`); returns at once if none does. A
+    run that was killed holds nothing: the OS dropped its lock."""
+    path = os.path.join(os.fspath(workdir), LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return  # no run, or the last one ended and removed it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # granted once the holder's exclusive lock is gone
+    finally:
+        os.close(fd)
 
 
 def latest_step(workdir: str | os.PathLike) -> int | None:
@@ -234,9 +334,12 @@ def restore(
                     f"config? train into a new --workdir): {_cause(e)}") from e
     checked = {"params": restored, **({} if opt_state is None else {"opt_state": opt_state})}
     for name, tree in checked.items():
-        if name in digests and _digest(tree) != digests[name]:
-            raise CheckpointError(f"{where} is damaged: its {name} do not match the digest "
-                                  f"saved with them: {damaged}")
+        _check_digest(where, damaged, name, digests.get(name), lambda tree=tree: tree_digest(tree))
+    bad = non_finite(checked)
+    if bad:
+        raise CheckpointError(f"{where} holds NaN or inf values in {', '.join(bad)}: the run "
+                              f"that saved it diverged; {damaged} (with a lower "
+                              "config.optim.learning_rate)")
     params = jax.tree.map(lambda x: x, params)  # a copy: the template stays untouched
     nnx.replace_by_pure_dict(params, restored)
     return step, params, opt_state
@@ -261,8 +364,27 @@ def _restore_item(mngr: ocp.CheckpointManager, step: int, name: str, template):
     return mngr.restore(step, args=args)[name]
 
 
+def _check_digest(where: str, damaged: str, name: str, saved: str | None,
+                  digest: Callable[[], str]) -> None:
+    """Raises CheckpointError unless item `name` of a step matches its `saved` digest
+    (`digest()` computes the item's). A step without one is refused too, damage to it would go
+    unseen, unless `UNCHECKED_ENV` is set: then it loads, with a line on stderr saying so."""
+    if saved is None:
+        if os.environ.get(UNCHECKED_ENV) == "1":
+            print(f"{where} has no digest of its {name}: loaded unchecked, as {UNCHECKED_ENV}=1 "
+                  "asks", file=sys.stderr)
+            return
+        raise CheckpointError(
+            f"{where} has no digest of its {name}, so damage to it cannot be detected (the "
+            f"digest was deleted, or an older cwfcn saved the step): {damaged}; or, to load "
+            f"it unchecked, set {UNCHECKED_ENV}=1")
+    if digest() != saved:
+        raise CheckpointError(f"{where} is damaged: the sha256 of its {name} does not match "
+                              f"the digest saved with it: {damaged}")
+
+
 def _saved_digests(mngr: ocp.CheckpointManager, step: int) -> dict[str, str]:
-    """The digests saved with `step`; {} for a checkpoint from before digests were saved."""
+    """The digests saved with `step`; {} for a checkpoint saved without (older, or damaged)."""
     if "digest" not in (mngr.item_metadata(step) or {}):
         return {}
     return dict(mngr.restore(step, args=ocp.args.Composite(digest=ocp.args.JsonRestore()))
@@ -291,9 +413,7 @@ def restore_input(workdir: str | os.PathLike, step: int) -> dict | None:
         except Exception as e:  # orbax raises many types for one bad file
             raise CheckpointError(f"{where}: its input state cannot be read, it is damaged "
                                   f"({_cause(e)}): {damaged}") from e
-    if digest is None or _json_digest(state) != digest:
-        raise CheckpointError(f"{where} is damaged: its input state does not match the digest "
-                              f"saved with it: {damaged}")
+    _check_digest(where, damaged, "input state", digest, lambda: _json_digest(state))
     return state
 
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cwfcn import compilation
+from cwfcn import compilation, control
 from cwfcn.schedules import (
     ADAPTIVE_SIGNALS,
     ALL_SCHEDULES,
@@ -84,12 +84,15 @@ class ClockState(NamedTuple):
         (`clock_signal`: int32 `[N, h, w]` class maps, or the frames `[N, H, W, 3]` for
         the pixel clock; shape `[0]` for other schedules).
       change: float32 scalar, the adaptive clock's change fraction at the last step.
+      control: a budget's controller (`control.Control`: its threshold and firing history),
+        `()` for a schedule without a target.
     """
 
     cache: tuple
     t: jax.Array
     ref: jax.Array
     change: jax.Array
+    control: Any = ()
 
 
 class RunOutput(NamedTuple):
@@ -279,12 +282,14 @@ class StagesOutput(NamedTuple):
       fired: bool `[N_stages]`, which stages computed.
       ref: the adaptive clock's new reference (`ClockState.ref`).
       change: float32 scalar, the adaptive clock's change fraction (0 where unused).
+      control: the budget's controller after the step (`ClockState.control`).
     """
 
     cache: tuple
     fired: jax.Array
     ref: jax.Array
     change: jax.Array
+    control: Any = ()
 
 
 def _sequential_stages(net, staging, schedule, state, x, t) -> StagesOutput:
@@ -293,19 +298,20 @@ def _sequential_stages(net, staging, schedule, state, x, t) -> StagesOutput:
     # A stage with period 1 fires on every frame: a plain call, no branch at all.
     fires = [True if period == 1 else t % period == 0 for period in schedule.periods]
     outs: list = []
-    ref, change = state.ref, jnp.zeros((), jnp.float32)
+    ref, change, ctrl = state.ref, jnp.zeros((), jnp.float32), state.control
     for k, stage in enumerate(staging.stages):
         if schedule.theta is not None and k == last:
             signal = clock_signal(staging, schedule, x, (*outs, state.cache[k]))
             change = jnp.where(t == 0, 0.0, clock_change(schedule, signal, state.ref)[0])
-            fires[k] = (t == 0) | (change >= schedule.theta)
+            fires[k], ctrl = control.decide(schedule, state.control, change, t)
             ref = jnp.where(fires[k], signal, state.ref)
         src = x if k == 0 else outs[k - 1]
         if fires[k] is True:
             outs.append(stage(net, src))
         else:
             outs.append(_cond(fires[k], functools.partial(stage, net, src), state.cache[k]))
-    return StagesOutput(tuple(outs), jnp.stack([jnp.asarray(f) for f in fires]), ref, change)
+    return StagesOutput(tuple(outs), jnp.stack([jnp.asarray(f) for f in fires]), ref, change,
+                        ctrl)
 
 
 def _pipelined_stages(net, staging, lags, state, x) -> StagesOutput:
@@ -315,7 +321,8 @@ def _pipelined_stages(net, staging, lags, state, x) -> StagesOutput:
         src = x if k == 0 else (state.cache[k - 1] if lags[k] else outs[k - 1])
         outs.append(stage(net, src))
     fired = jnp.ones((len(outs),), bool)
-    return StagesOutput(tuple(outs), fired, state.ref, jnp.zeros((), jnp.float32))
+    return StagesOutput(tuple(outs), fired, state.ref, jnp.zeros((), jnp.float32),
+                        state.control)
 
 
 def run_stages(net: nnx.Module, staging: Staging, schedule: Schedule, state: ClockState,
@@ -336,7 +343,7 @@ def run_stages(net: nnx.Module, staging: Staging, schedule: Schedule, state: Clo
       t: int32 scalar, the step's frame index.
 
     Returns:
-      `StagesOutput(cache, fired bool [N_stages], ref, change)`.
+      `StagesOutput(cache, fired bool [N_stages], ref, change, control)`.
     """
     if not schedule.pipelined:
         return _sequential_stages(net, staging, schedule, state, x, t)
@@ -351,9 +358,9 @@ def _frame_step(graphdef, staging, schedule, params, state: ClockState, frame: j
     """One frame: `(state, frame [H, W, 3]) -> (state, (scores [H, W, C], fired [N], change))`."""
     net = nnx.merge(graphdef, params)
     x, t = frame[None].astype(_params_dtype(params)), state.t
-    cache, fired, ref, change = run_stages(net, staging, schedule, state, x, t)
+    cache, fired, ref, change, ctrl = run_stages(net, staging, schedule, state, x, t)
     scores = staging.fuse(net, cache, frame.shape[:2])[0].astype(jnp.float32)
-    return ClockState(cache, t + 1, ref, change), (scores, fired, change)
+    return ClockState(cache, t + 1, ref, change, ctrl), (scores, fired, change)
 
 
 def _params_dtype(params) -> jnp.dtype:
@@ -388,7 +395,8 @@ def init_state(graphdef: Any, staging: Staging, schedule: Schedule, params: Any,
     else:
         signal = jax.eval_shape(functools.partial(clock_signal, staging, schedule), x, cache)
         ref = jnp.zeros(signal.shape, signal.dtype)
-    return ClockState(cache, jnp.zeros((), jnp.int32), ref, jnp.zeros((), jnp.float32))
+    return ClockState(cache, jnp.zeros((), jnp.int32), ref, jnp.zeros((), jnp.float32),
+                      control.init_control(schedule))
 
 
 @jax.jit
@@ -408,8 +416,11 @@ def check_frames(frames: Any, rank: int, what: str) -> None:
     Raises:
       ValueError: another rank or channel count, integer frames, empty or non-finite ones.
     """
-    shape = tuple(frames.shape)
     want = "[T, H, W, 3]" if rank == 4 else "[H, W, 3]"
+    if not hasattr(frames, "shape") or not hasattr(frames, "dtype"):  # a number, a list
+        raise ValueError(f"{what} must be an array {want} (preprocessed BGR), got "
+                         f"{type(frames).__name__}")
+    shape = tuple(frames.shape)
     if len(shape) != rank or shape[-1] != 3:
         raise ValueError(f"{what} must be {want} (preprocessed BGR), got shape {shape}")
     if not jnp.issubdtype(frames.dtype, jnp.floating):
@@ -601,7 +612,12 @@ class Clockwork:
           frames: float32 `[T, H, W, 3]`, preprocessed (numpy stays on the host).
           chunk: frames per scan.
           checked: the frames were already validated (by `run`).
+
+        Raises:
+          ValueError: bad frames (`check_frames`), or a chunk that is not an int >= 1.
         """
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be an int >= 1 (frames per scan), got {chunk!r}")
         if not checked:
             check_frames(frames, 4, "frames")
         scan = functools.partial(_scan_from_state_jit, self.params, **self._static)

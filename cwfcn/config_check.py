@@ -40,9 +40,13 @@ def _parses(parse: Callable[[object], object]) -> Callable[[object], bool]:
     return test
 
 
+# A band radius above this covers any frame of the paper's data sets whole (the paper's is
+# 5 px); far above it, the disk alone takes gigabytes (100000: 40 GB).
+MAX_BOUNDARY_RADIUS = 512
+
 # key -> (test, what is allowed). A key absent from the config is not checked.
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "seed": (_non_negative, "an int >= 0"),
+    "seed": (lambda s: 0 <= s < 2**63, "an int in [0, 2**63) (JAX's keys take 64-bit seeds)"),
     "model.num_classes": (lambda c: 0 <= c <= 255,
                           "0 (the data set's, `datasets.net_classes`) or an int in [1, 255] "
                           "(255 is the ignore label)"),
@@ -54,13 +58,16 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
                   f"one of {sorted(datasets.registry())} (the data set whose mean the net takes)"),
     "data.size": (_positive, "an int >= 1 (pixels)"),
     "data.shift": (_non_negative, "an int >= 0 (pixels per frame)"),
-    "data.num_frames": (_positive, "an int >= 1"),
+    "data.num_frames": (lambda t: t >= 3, "an int >= 3 (frames per translated video: frames "
+                        "0-1 are never scored, as in the reference, so 3 is the least with a "
+                        "scored frame)"),
     "data.num_videos": (_positive, "an int >= 1"),
     "data.num_val": (_non_negative, "an int >= 0"),
     "data.workers": (_non_negative, "an int >= 0 (input worker processes; 0 = in-process)"),
     # Not in configs/default.py (evaluate.py takes --schedule), checked where a config sets it.
     "clock.schedule": (_parses(clockwork.parse_schedule), clockwork.SCHEDULE_HELP),
-    "clock.boundary_radius": (_positive, "an int >= 1 (pixels)"),
+    "clock.boundary_radius": (lambda r: 1 <= r <= MAX_BOUNDARY_RADIUS,
+                              f"an int in [1, {MAX_BOUNDARY_RADIUS}] (pixels)"),
     "optim.learning_rate": (lambda x: math.isfinite(x) and x > 0, "a finite number > 0"),
     "optim.momentum": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
     "optim.weight_decay": (lambda x: math.isfinite(x) and x >= 0, "a finite number >= 0"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from typing import Any, NamedTuple
 
 import jax
@@ -67,12 +68,17 @@ def initialize(
       True if `jax.distributed` was initialised, False for a single-process run.
 
     Raises:
-      ValueError: a coordinator without a valid process count and id.
+      ValueError: a coordinator that is not HOST:PORT of a host that resolves, one without
+        a valid process count and id, or a process count or id without a coordinator.
     """
     env = os.environ if env is None else env
     coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS")
     if not coordinator:
+        if num_processes is not None or process_id is not None:  # else silently one process
+            raise ValueError("--process_id and --num_processes are for a multi-host run: give "
+                             "--coordinator HOST:PORT too (process 0's address), or drop them")
         return False
+    check_coordinator(coordinator)
     try:
         num_processes = int(env[ENV_NUM_PROCESSES]) if num_processes is None else num_processes
         process_id = int(env[ENV_PROCESS_ID]) if process_id is None else process_id
@@ -90,6 +96,22 @@ def initialize(
     # orbax's own timeout (minutes), so a slow host does not fail the save.
     flags.FLAGS[_ORBAX_BARRIER_FLAG].value = True
     return True
+
+
+def check_coordinator(address: str) -> None:
+    """Raises ValueError unless `address` is HOST:PORT with a port in [1, 65535] and a host
+    that resolves: jax.distributed takes anything, and crashes (a segmentation fault) on
+    what it cannot parse."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # [::1]:1234
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"bad --coordinator {address!r}: give HOST:PORT of process 0, a port "
+                         "in [1, 65535], e.g. host0:1234")
+    try:
+        socket.getaddrinfo(host, int(port))
+    except (OSError, UnicodeError) as e:
+        raise ValueError(f"bad --coordinator {address!r}: cannot resolve the host {host!r} "
+                         f"({e}): check the name, or give its IP address") from e
 
 
 def initialize_from_flags() -> bool:

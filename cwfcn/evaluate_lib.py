@@ -25,7 +25,11 @@ from cwfcn import (
     checkpoint,
     clockwork,
     config_check,
+    control,
+    cost,
+    durable,
     evaluation,
+    live,
     model,
     plots,
     provenance,
@@ -34,7 +38,9 @@ from cwfcn import (
     train_lib,
     weights,
 )
-from cwfcn.data import datasets, protocol, samples, sources, video
+from cwfcn.data import datasets, protocol, samples, sources, stream, video
+
+_VIDEO = "video:"  # the --data prefix of a video file or stream
 
 
 def _say(message: str) -> None:
@@ -162,6 +168,64 @@ def calibrated_theta(net: nnx.Module, source: sources.Source, rate: float,
     return calibrate.theta_for_rate_over(calibrate.clip_runs(net, clips, source.mean_bgr), rate)
 
 
+def rate_for_budget(net: nnx.Module, source: sources.Source, target_ms: float,
+                    dtype=None) -> float:
+    """The last stage's firing rate that a per-frame budget of `target_ms` affords, from
+    the stages' measured times on the first video's frame size (`cost.stage_seconds`,
+    `control.rate_for_ms`).
+
+    Raises:
+      ValueError: a budget below what the stages before the last cost on their own.
+    """
+    frames, _ = next(iter(source))
+    return _rate_for_ms(net, tuple(frames.shape[1:]), target_ms, dtype)
+
+
+def _rate_for_ms(net: nnx.Module, frame_shape: tuple[int, int, int], target_ms: float,
+                 dtype=None) -> float:
+    """`control.rate_for_ms` from the stages' times on frames of `frame_shape`, said."""
+    took = cost.stage_seconds(net, tuple(frame_shape), dtype)
+    full_ms = 1e3 * (sum(took.stages) + took.fuse)
+    cheap_ms = full_ms - 1e3 * took.stages[-1]
+    rate = control.rate_for_ms(target_ms, full_ms, cheap_ms)
+    _say(f"target {target_ms:g} ms/frame: {full_ms:.1f} ms with S{len(took.stages)}, "
+         f"{cheap_ms:.1f} ms without, so S{len(took.stages)} fires on {rate:.3f} of the frames")
+    return rate
+
+
+def with_budgets(to_run: Sequence[clockwork.Schedule], rate: float, window: int,
+                 tolerance: float) -> list[clockwork.Schedule]:
+    """The schedules, each adaptive one followed by itself under a budget of `rate` over
+    `window` frames (`schedules.with_budget`): the open-loop clock and the closed loop
+    from the same starting theta, side by side."""
+    out = []
+    for s in to_run:
+        out.append(s)
+        if s.theta is not None and s.target_rate is None:
+            out.append(schedules.with_budget(s, rate, window, tolerance))
+    return out
+
+
+def budget_report(rows: Sequence[dict], target_rate: float) -> str:
+    """What the adaptive rows achieved against the target: the last stage's rate as the
+    reference counts it, its range over windows (`aggregate`'s window_rate), and each
+    budget row's mean IU against the open-loop row before it."""
+    parts, before = [], None
+    for row in rows:
+        if row["kind"] != "adaptive":
+            continue
+        windows = row.get("window_rate") or {}
+        span = (f" (windows of {windows['window']}: {windows['min']:.2f}-{windows['max']:.2f})"
+                if windows.get("min") is not None else "")
+        cost_of = ""
+        if row["params"].get("target_rate") is not None and before is not None and all(
+                r["mean_iu"] is not None for r in (row, before)):  # None: unlabelled
+            cost_of = f", mean IU {100 * (row['mean_iu'] - before['mean_iu']):+.1f} vs fixed"
+        parts.append(f"{row['schedule']} {row['fired_ref'][-1]:.3f}{span}{cost_of}")
+        before = row
+    return f"target rate {target_rate:.3f}: achieved " + "; ".join(parts)
+
+
 def _baseline_net(schedule: clockwork.Schedule,
                   baseline_nets: Mapping[str, nnx.Module]) -> nnx.Module | None:
     """The separately trained net of a truncated baseline, where one is given."""
@@ -206,7 +270,8 @@ def run_schedules(
         net, [source.clips(schedule, phase, shard=shard) for schedule in schedules], schedules,
         mean_bgr=source.mean_bgr, boundary_radius=boundary_radius, pred_lut=source.pred_lut,
         dtype=dtype, baseline_nets=[_baseline_net(s, baseline_nets or {}) for s in schedules],
-        journal=journal, shard=shard, on_first_clip=on_first_clip, repeats=repeats)
+        journal=journal, shard=shard, on_first_clip=on_first_clip, repeats=repeats,
+        videos=len(source.videos))
     for row in rows:
         row["phase"] = phase if row["kind"] == "fixed" else None
     return evaluation.add_speedups(rows)
@@ -214,8 +279,9 @@ def run_schedules(
 
 def write_plots(folder: str | os.PathLike, rows: Sequence[dict], title: str = "") -> list[str]:
     """The trade-off (Fig. 6) of the adaptive rows against the others, the first adaptive
-    row's clock frame by frame (timeline), and, with several adaptive rows, their clocks
-    side by side on the first video (Fig. 7).
+    row's clock frame by frame (timeline), with several adaptive rows, their clocks
+    side by side on the first video (Fig. 7), and every row's mean IU by the frames since
+    the last stage fired (iu_by_age; rows without `mean_iu_by_age` are left out).
 
     Args:
       folder: where the PNGs go (created if missing).
@@ -238,14 +304,31 @@ def write_plots(folder: str | os.PathLike, rows: Sequence[dict], title: str = ""
         paths.append(plots.plot_clocks(
             os.path.join(folder, "clocks.png"),
             {r["schedule"]: r["timeline"]["fired"] for r in sweep}, title=title))
+    aged = [r for r in rows if r.get("mean_iu_by_age")]
+    if aged:
+        paths.append(plots.plot_iu_by_age(os.path.join(folder, "iu_by_age.png"), aged,
+                                          title=title))
     return paths
+
+
+def class_names(config: ml_collections.ConfigDict, data: str,
+                num_classes: int) -> tuple[str, ...] | None:
+    """The names of the classes an overlay of `--data data` shows, index order: its data
+    set's (the config's data set's where the data takes the config's classes, as video:
+    does), or None when they are not `num_classes` names (a net of other classes)."""
+    head = data.strip().partition(":")[0].lower()
+    record = datasets.registry().get(head)
+    if record is None or head not in record.videos or record.videos[head].config_classes:
+        record = datasets.get(config.data.name)
+    return tuple(record.classes) if len(record.classes) == num_classes else None
 
 
 def write_overlay(path: str | os.PathLike, net: nnx.Module, source: sources.Source,
                   schedule: clockwork.Schedule, *, baseline_net: nnx.Module | None = None,
-                  fps: float = 25.0, scored: tuple | None = None) -> int:
+                  fps: float = 25.0, scored: tuple | None = None,
+                  class_names: Sequence[str] | None = None) -> int:
     """The first clip's segmentation under `schedule`, blended over its frames, with a
-    mark where the last stage fired (`video.write_overlay`).
+    mark where the last stage fired ("SN fired") and a legend (`video.write_overlay`).
 
     Args:
       path: the video file to write.
@@ -256,6 +339,7 @@ def write_overlay(path: str | os.PathLike, net: nnx.Module, source: sources.Sour
       fps: frames per second of the video.
       scored: (clip, class maps int [T, H, W], fired bool [T, N]) of that clip as the
         evaluation ran it (`run_schedules`' `on_first_clip`); None: it is run now.
+      class_names: the legend's names (`class_names`); None: colour squares only.
 
     Returns:
       The number of frames written.
@@ -269,11 +353,13 @@ def write_overlay(path: str | os.PathLike, net: nnx.Module, source: sources.Sour
     if source.pred_lut is not None:
         preds = np.asarray(source.pred_lut)[preds]
     return video.write_overlay(path, clip.frames, preds, num_classes=source.num_classes,
-                               fired=fired[:, -1], fps=fps)
+                               fired=fired, fps=fps, class_names=class_names)
 
 
 def _parse_options(config, schedule: str, theta: str, target_rate: float | None,
-                   calibration_frames: int | None, repeats: int = 1) -> list[float]:
+                   calibration_frames: int | None, repeats: int = 1,
+                   target_ms: float | None = None, rate_window: int = 0,
+                   rate_tolerance: float = schedules.DEFAULT_TOLERANCE) -> list[float]:
     """The theta sweep, once the options are checked: ValueError for a bad one, or for
     options that cannot go together, before any work."""
     config_check.check(config)
@@ -285,13 +371,32 @@ def _parse_options(config, schedule: str, theta: str, target_rate: float | None,
     if target_rate is not None and not 0.0 < target_rate <= 1.0:
         raise ValueError(f"--target_rate must be in (0, 1], got {target_rate}: pick the "
                          "fraction of frames on which S3 should fire, e.g. 0.5")
+    if target_ms is not None and target_rate is not None:
+        raise ValueError("--target_ms and --target_rate both set the rate: give one")
+    if target_ms is not None and not target_ms > 0:  # also rejects nan
+        raise ValueError(f"--target_ms must be a positive time per frame in milliseconds, got "
+                         f"{target_ms}")
+    if rate_window < 0:
+        raise ValueError(f"--rate_window must be >= 0 frames (0: no controller), got "
+                         f"{rate_window}")
+    if rate_window and target_rate is not None:  # the budget's own check, before any work
+        schedules.parse_schedule(f"adaptive@{target_rate}/{rate_window}/{rate_tolerance}")
     named = schedules.parse_schedules(schedule, thetas)  # bad names fail before any work
-    if target_rate is not None and any(s.signal == "pixels" and s.theta is not None
-                                       for s in named):
-        raise ValueError("--target_rate calibrates the score_pool4 clock (adaptive) only: give "
-                         "the pixel clock its threshold, e.g. adaptive-pixel:0.02")
+    if (target_rate is not None or target_ms is not None) and any(
+            s.signal == "pixels" and s.theta is not None for s in named):
+        raise ValueError("--target_rate and --target_ms calibrate the score_pool4 clock "
+                         "(adaptive) only: give the pixel clock its threshold and budget, e.g. "
+                         "adaptive-pixel:0.02@0.5")
     if calibration_frames is not None and calibration_frames < 1:
         raise ValueError(f"--calibration_frames must be >= 1, got {calibration_frames}")
+    targeted = target_rate is not None or target_ms is not None
+    if calibration_frames is not None and not targeted:  # else silently unused
+        raise ValueError("--calibration_frames calibrates --target_rate (or --target_ms) on the "
+                         "first frames: give one of them too, or drop it")
+    if targeted and len(thetas) > 1:  # the target would silently replace the sweep
+        raise ValueError(f"--theta {theta!r} is a sweep of {len(thetas)} thetas, and "
+                         "--target_rate (or --target_ms) picks one theta itself: give the sweep "
+                         "or the target, not both")
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1 (timed runs of each clip), got {repeats}")
     return thetas
@@ -315,11 +420,20 @@ def evaluate(
     video_out: str | None = None,
     output: str | None = None,
     repeats: int = 1,
+    target_ms: float | None = None,
+    rate_window: int = schedules.DEFAULT_WINDOW,
+    rate_tolerance: float = schedules.DEFAULT_TOLERANCE,
+    live: bool = False,
 ) -> list[dict]:
     """The whole evaluate.py job: the table printed, the outputs written.
 
+    A live source (--data video:URL, video:/dev/videoN, video:-), or `live` on a video
+    file, runs the live path instead (`evaluate_live`: frame by frame, latency).
+
     The arguments are evaluate.py's flags (see its --help). Bad input raises ValueError
-    or OSError before any result is written. In a multi-process run (after
+    or OSError before any work, every output path included (`check_outputs`); a plot or
+    video that still fails at the end raises OSError naming it, once the results JSON and
+    the other output are written. In a multi-process run (after
     `distributed.initialize`) process i reads and runs the clips of videos i, i + P, ...;
     process 0 alone prints the table and writes the outputs.
 
@@ -328,10 +442,23 @@ def evaluate(
     """
     started = time.perf_counter()
     process, processes = jax.process_index(), jax.process_count()
-    thetas = _parse_options(config, schedule, theta, target_rate, calibration_frames, repeats)
+    thetas = _parse_options(config, schedule, theta, target_rate, calibration_frames, repeats,
+                            target_ms, rate_window, rate_tolerance)
+    for flag, value in (("--output", output), ("--checkpoint", checkpoint_path), ("--plot", plot),
+                        ("--video_out", video_out), ("--data_dir", data_dir)):
+        if value is not None and not value.strip():  # else taken as not given
+            raise ValueError(f"{flag} is empty: give a path, or leave the flag out")
+    check_outputs(output, plot, video_out)
+    if live or is_live_data(data):
+        return evaluate_live(
+            config, schedule=schedule, thetas=thetas, data=data, checkpoint_path=checkpoint_path,
+            dtype=dtype, max_frames=max_frames, video_out=video_out, output=output,
+            target_rate=target_rate, target_ms=target_ms, rate_window=rate_window,
+            rate_tolerance=rate_tolerance, baselines=baselines, plot=plot)
     baseline_paths = parse_baselines(baselines)
-    if output:
-        results.check_writable(output)
+    if max_frames is not None and not data.strip().lower().startswith(_VIDEO):
+        raise ValueError(f"--max_frames reads at most N frames of a video (--data video:PATH, "
+                         f"or a live run), and {data!r} is not one: drop it")
     source = sources.open_source(data, data_dir=data_dir, config=config, max_frames=max_frames)
     phase = source.check_phase(phase)
     if source.net_classes != datasets.net_classes(config):
@@ -346,15 +473,25 @@ def evaluate(
                                                             source.mean_bgr).items():
         _say(f"baseline {name}: {baseline_origin}")
         baseline_nets[name] = baseline
+    if target_ms is not None:
+        target_rate = rate_for_budget(net, source, target_ms, dtype)
     if target_rate is not None:
         thetas = [calibrated_theta(net, source, target_rate, calibration_frames)]
-        _say(f"target rate {target_rate}: theta = {thetas[0]:.4f}")
+        _say(f"target rate {target_rate:.3f}: theta = {thetas[0]:.4f}")
     to_run = schedules.parse_schedules(schedule, thetas)
+    if target_rate is not None and rate_window:  # each calibrated clock, then it held
+        to_run = with_budgets(to_run, target_rate, rate_window, rate_tolerance)
+    _say(f"{len(to_run)} schedules ({', '.join(s.name for s in to_run)}) over "
+         f"{len(source.videos)} videos")
     journal = None
     if output:  # per-clip results, so that a killed run resumes where it stopped
-        job = json.dumps([config.to_dict(), source.name, origin, dtype, max_frames, phase,
-                          baseline_paths, repeats, evaluation.RECORD_FORMAT], sort_keys=True,
-                         default=str)
+        # Keyed by content, not paths or how the weights came (trained now or earlier): a
+        # file replaced at the same path starts over, a rerun of the same net resumes.
+        job = json.dumps([config.to_dict(), source.name, data_fingerprint(data, data_dir),
+                          weights_digest(net), {k: weights_digest(b) for k, b in
+                                                baseline_nets.items()},
+                          dtype, max_frames, phase, repeats, evaluation.RECORD_FORMAT],
+                         sort_keys=True, default=str)
         part = f".p{process}" if processes > 1 else ""  # each process's own clips
         journal = results.Journal(f"{output}{part}.partial.jsonl", job)
         if len(journal):
@@ -376,23 +513,223 @@ def evaluate(
     _say(f"time: {load_s:.1f} s loading the data and the net, {compile_s:.1f} s compiling, "
          f"{sum(r['wall_s'] for r in rows):.1f} s running and scoring")
     if target_rate is not None:
-        achieved = [r["fired_ref"][-1] for r in rows if r["kind"] == "adaptive"]
-        _say(f"target rate {target_rate}: achieved S{len(rows[0]['fired'])} rate "
-             + ", ".join(f"{a:.3f}" for a in achieved))
-    if plot:
-        _say("plots: " + ", ".join(write_plots(plot, rows, source.name)))
-    if video_out:
-        frames = write_overlay(video_out, net, source, to_run[-1],
-                               baseline_net=_baseline_net(to_run[-1], baseline_nets),
-                               scored=first_clip[0] if first_clip else None)
-        _say(f"video: {video_out} ({frames} frames, {rows[-1]['schedule']})")
-    if output:
+        _say(budget_report(rows, target_rate))
+    if output:  # first: a plot or video that fails later never loses the results
         results.write_json(output, {
             "config": config.to_dict(), "data": source.name, "protocol": source.protocol,
             "phase": phase, "weights": origin, "baselines": baseline_paths,
-            "dtype": dtype, "target_rate": target_rate, **provenance.record(),
+            "dtype": dtype, "target_rate": target_rate, "target_ms": target_ms,
+            **provenance.record(),
             "timing": {"load_s": load_s, "compile_s": compile_s,
                        "wall_s": time.perf_counter() - started},
             "results": rows})
         journal.remove()
+
+    def overlay() -> None:
+        frames = write_overlay(video_out, net, source, to_run[-1],
+                               baseline_net=_baseline_net(to_run[-1], baseline_nets),
+                               scored=first_clip[0] if first_clip else None,
+                               class_names=class_names(config, data, source.num_classes))
+        _say(f"video: {video_out} ({frames} frames, {rows[-1]['schedule']})")
+
+    failed = []  # each output on its own: one that fails does not stop the next
+    for flag, path, write in (
+            ("--plot", plot, lambda: _say("plots: " + ", ".join(write_plots(plot, rows,
+                                                                          source.name)))),
+            ("--video_out", video_out, overlay)):
+        if path:
+            try:
+                write()
+            except (ValueError, OSError) as e:
+                failed.append(f"{flag} {path!r}: {e}")
+    if failed:
+        kept = f"; the results were written to {output}" if output else ""
+        raise OSError(f"cannot write {'; '.join(failed)}{kept}")
+    return rows
+
+
+def check_outputs(output: str | None, plot: str | None, video_out: str | None) -> None:
+    """Checks every output before any work, so a bad path fails in seconds, not after the
+    run: the results and video files must be absent or regular files in a writable
+    directory (`results.check_writable`), the plot folder a directory that is, or can be
+    made, writable.
+
+    Raises:
+      OSError, ValueError: naming the flag, the path and the fix.
+    """
+    if output is not None:
+        results.check_writable(output)
+    if video_out is not None:
+        results.check_writable(video_out, what="the video")
+    if plot is not None:
+        folder = os.path.abspath(plot)
+        while not os.path.exists(folder):  # the part that exists decides: the rest is made
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"--plot {plot!r}: {folder!r} is not a directory this user can "
+                             "write into: pass a folder for the PNGs")
+
+
+def weights_digest(net: nnx.Module) -> str:
+    """sha256 of a net's parameters as loaded: what a resumed evaluation must share,
+    whatever the weights came from (a file, a checkpoint, trained now or earlier)."""
+    return checkpoint.tree_digest(nnx.state(net, nnx.Param))  # as a checkpoint records it
+
+
+def data_fingerprint(data: str, data_dir: str | None) -> str:
+    """What a resume journal keys the data's content by: a video file's sha256; a data
+    directory's files by relative path, size and modification time (hashing a data set's
+    gigabytes would take minutes; a file replaced or copied anew changes its time); "" for
+    the embedded sample (pinned by its digests) and synthetic data, which the spec and the
+    config fix. A live source is never journalled."""
+    text = data.strip()
+    if text.lower().startswith(_VIDEO):
+        return durable.sha256_file(text[len(_VIDEO):])
+    if not data_dir:
+        return ""
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(data_dir):
+        dirs.sort()  # a fixed walk order
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            info = os.stat(path)
+            digest.update(f"{os.path.relpath(path, data_dir)}:{info.st_size}:"
+                          f"{info.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def is_live_data(data: str) -> bool:
+    """Whether `--data` names a live source: video:URL, video:/dev/videoN or video:-."""
+    text = data.strip()
+    return text.lower().startswith(_VIDEO) and stream.is_live(text[len(_VIDEO):])
+
+
+def _live_schedules(to_run: Sequence[clockwork.Schedule], named: str,
+                    live_source: bool) -> list[clockwork.Schedule]:
+    """The schedules a live run runs: the clockwork ones (a truncated baseline runs a net of
+    its own, not a clock); on a live source, which can be read once, the last only."""
+    baselines = [s.name for s in to_run if s.keep is not None]
+    if baselines:
+        _say(f"live: skipping the truncated baselines {', '.join(baselines)} (they run their "
+             "own nets, not a clock; evaluate them on a file without --live)")
+    run = [s for s in to_run if s.keep is None]
+    if not live_source or len(run) < 2:
+        return run
+    # parse_schedules puts oracle first when it was not asked for: not a schedule asked for.
+    asked = [n.strip().lower() for n in schedules.split_schedules(named)]
+    inserted = asked != ["all"] and "oracle" not in asked and run[0].name == "oracle"
+    if len(run) - inserted > 1:
+        _say(f"live: a live stream can be read once: running the last schedule only, "
+             f"{run[-1].name} (of {', '.join(s.name for s in run[inserted:])}); to compare "
+             "schedules, save the stream to a file and pass --live with it")
+    return run[-1:]
+
+
+def evaluate_live(
+    config: ml_collections.ConfigDict,
+    *,
+    schedule: str,
+    thetas: Sequence[float],
+    data: str,
+    checkpoint_path: str | None = None,
+    dtype: str = "float32",
+    max_frames: int | None = None,
+    video_out: str | None = None,
+    output: str | None = None,
+    target_rate: float | None = None,
+    target_ms: float | None = None,
+    rate_window: int = schedules.DEFAULT_WINDOW,
+    rate_tolerance: float = schedules.DEFAULT_TOLERANCE,
+    baselines: str | None = None,
+    plot: str | None = None,
+) -> list[dict]:
+    """evaluate.py's live path: the schedules stepped over a stream frame by frame.
+
+    A target (`target_rate`, or `target_ms` turned into one from the stages' times on the
+    stream's frame size) puts each adaptive schedule under a budget from its own theta
+    (`with_budgets`): a live stream cannot be read ahead to calibrate, so the controller
+    finds the threshold as it runs.
+
+    A live source (`is_live_data`) is read once, so only the last schedule runs (said on
+    stderr); a file (`--live`) is opened again per schedule and every frame is passed on.
+    Prints the live table (`format_live_table`) on stdout, writes `output` (JSON: the job
+    and the rows) and the last schedule's overlay video `video_out`, frame by frame. Ctrl-C
+    stops the run: the video is closed (playable), and the table and JSON of what ran are
+    still written.
+
+    Args:
+      config: the net's config.
+      schedule, thetas: the schedules (`schedules.parse_schedules`).
+      data: "video:SOURCE": a URL, /dev/videoN, "-" (stdin) or a file.
+      checkpoint_path, dtype, max_frames, video_out, output: evaluate.py's flags.
+      target_rate, target_ms, rate_window, rate_tolerance: the budget (evaluate.py's flags).
+      baselines, plot: refused (a net of their own; a labelled evaluation).
+
+    Returns:
+      The rows (`run_live`).
+
+    Raises:
+      ValueError: options a live run cannot take, a data spec that is not video:, or
+        (`video.VideoError`) a source that cannot be opened.
+    """
+    if (target_rate is not None or target_ms is not None) and not rate_window:
+        raise ValueError("a target on a live run is held by the controller: give --rate_window "
+                         f">= 1 (default {schedules.DEFAULT_WINDOW}), not 0 (a live stream "
+                         "cannot be read ahead to calibrate a fixed theta)")
+    for given, flag, why in (
+            (baselines, "--baselines", "runs the truncated baselines' own nets, not a clock: "
+             "evaluate them on a file without --live"),
+            (plot, "--plot", "plots a labelled evaluation: run it without --live")):
+        if given is not None:
+            raise ValueError(f"{flag} does not go with a live run: it {why}")
+    if not data.strip().lower().startswith(_VIDEO):
+        raise ValueError(f"--live runs a video (--data video:FILE, video:URL, video:/dev/video0 "
+                         f"or video:-), not {data!r}")
+    if jax.process_count() > 1:
+        raise ValueError("a live run is one process's: run it without --num_processes")
+    source = data.strip()[len(_VIDEO):]
+    live_source = stream.is_live(source)
+    check_outputs(output, plot, video_out)
+    to_run = _live_schedules(schedules.parse_schedules(schedule, thetas), schedule, live_source)
+    mean_bgr = datasets.mean_bgr_of(config)
+    opened = stream.FrameReader(source, live=live_source)  # a bad source fails before the net
+    try:
+        net, origin = load_net(config, checkpoint_path, mean_bgr)
+    except BaseException:
+        opened.close()
+        raise
+    if target_ms is not None:
+        if opened.frame_shape is None:
+            opened.close()
+            raise ValueError(f"--target_ms: the stream {source!r} gives no frame size before "
+                             "its first frame; give --target_rate instead")
+        target_rate = _rate_for_ms(net, opened.frame_shape, target_ms, dtype)
+    if target_rate is not None:
+        to_run = with_budgets(to_run, target_rate, rate_window, rate_tolerance)
+        to_run = to_run[-1:] if live_source else to_run
+    names = class_names(config, data, datasets.net_classes(config))
+    _say(f"device: {jax.devices()[0].platform}; data: {source} "
+         f"({'live: the newest frame, late ones dropped' if live_source else 'file: every frame'}"
+         f"); net: FCN-8s ({config.model.widths}), {origin}")
+    rows = []
+    for k, sched in enumerate(to_run):
+        # A file is opened again per schedule; a live source runs one schedule (above).
+        with opened if k == 0 else stream.FrameReader(source, live=False) as reader:
+            row = live.run_live(net, reader, sched, mean_bgr=mean_bgr, dtype=dtype,
+                                max_frames=max_frames, class_names=names,
+                                video_out=video_out if k == len(to_run) - 1 else None)
+        rows.append(row)
+        if row["interrupted"]:
+            break
+    print(live.format_live_table(rows))
+    _say(f"time: {sum(r['compile_s'] for r in rows):.1f} s compiling (untimed warm-up), "
+         f"{sum(r['wall_s'] for r in rows):.1f} s running")
+    if rows and rows[-1]["video_out"]:
+        _say(f"video: {video_out} ({rows[-1]['frames']} frames, {rows[-1]['schedule']})")
+    if output:
+        results.write_json(output, {
+            "config": config.to_dict(), "data": data, "mode": rows[0]["mode"] if rows else None,
+            "weights": origin, "dtype": dtype, "max_frames": max_frames,
+            "target_rate": target_rate, "target_ms": target_ms, **provenance.record(),
+            "results": rows})
     return rows

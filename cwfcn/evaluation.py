@@ -3,7 +3,9 @@
 For each schedule: pixel acc / mean acc / mean IU / fw IU over one confusion
 matrix summed across videos, the same on the boundary band, the temporal
 difference of the predicted labels (mean and std across videos), the fraction of
-frames each stage fired, the FLOP fraction of oracle and the measured ms/frame.
+frames each stage fired, the FLOP fraction of oracle and the measured ms/frame; beyond
+the paper, VSPW's video consistency (mVC_8, mVC_16) and mean IU by the frames since the
+last stage fired.
 
 `evaluate_schedule` is two pieces: `ClipScorer.score` turns one clip into a record (JSON-able
 once `record_on_host` fetches it: what a `results.Journal` holds), and `aggregate` turns the
@@ -18,6 +20,8 @@ import dataclasses
 import functools
 import heapq
 import json
+import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -27,15 +31,31 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
+from tqdm import tqdm
 
-from cwfcn import clockwork, compilation, cost, metrics, model, results, timing
+from cwfcn import (
+    clockwork,
+    compilation,
+    control,
+    cost,
+    metrics,
+    model,
+    results,
+    schedules,
+    timing,
+)
 from cwfcn.data import protocol
 from cwfcn.data.prefetch import prefetch
 from cwfcn.data.translate import SCORED_FRAMES
 
 Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels uint8 [T, H, W]
 # The layout of a clip's record (`ClipScorer.score`); a journal made with another is stale.
-RECORD_FORMAT = 4
+RECORD_FORMAT = 5
+# VSPW's video consistency windows: the row's mvc_8 and mvc_16 (`metrics.video_consistency`).
+VC_WINDOWS = (8, 16)
+# Mean IU by the frames since the last stage fired: ages 0..AGE_BUCKETS-1, then one bucket
+# for AGE_BUCKETS and more (and for frames before its first firing: a baseline's, never).
+AGE_BUCKETS = 8
 # What measures the machine rather than the net's outputs: a clip record's fields and a
 # row's (two runs of the same evaluation differ in these alone).
 RECORD_TIMING = frozenset({"seconds", "seconds_runs", "others_cpu_s"})
@@ -154,23 +174,47 @@ def _split_maps(out) -> tuple[Any, np.ndarray, np.ndarray]:
     return preds, np.asarray(fired), np.asarray(change)
 
 
+def _age_buckets(fired_last: jax.Array) -> jax.Array:
+    """int32 `[T]`: each frame's bucket of frames since the last stage last fired (0 on a
+    frame where it fires), capped at `AGE_BUCKETS`; frames before its first firing go in
+    the last bucket too (never fired: a truncated baseline's every frame)."""
+    t = jnp.arange(fired_last.shape[0], dtype=jnp.int32)
+    last = jax.lax.cummax(jnp.where(fired_last, t, -1))  # the latest firing at or before t
+    return jnp.where(last >= 0, jnp.minimum(t - last, AGE_BUCKETS), AGE_BUCKETS)
+
+
 @functools.partial(jax.jit, static_argnames="num_classes")
-def _clip_statistics(labels, bands, scored, preds, lut, num_classes: int):
+def _clip_statistics(labels, bands, scored, preds, fired_last, lut, num_classes: int):
     """One clip's sufficient statistics, on the device (`metrics`' jax paths).
 
     Args:
       labels: uint8 `[S, H, W]` of the scored frames; bands: bool `[S, H, W]`, their
         boundary bands; scored: int32 `[S]`, their indices; preds: int `[T, H, W]`, the
-        net's classes on every frame; lut: int32 `[K]`, net class -> scored class.
+        net's classes on every frame; fired_last: bool `[T]`, where the last stage fired;
+        lut: int32 `[K]`, net class -> scored class.
 
     Returns:
-      confusion int32 `[C, C]`, the band's confusion int32 `[C, C]`, and the temporal
-      difference float32 `[]` of the (mapped) predictions on every frame.
+      confusion int32 `[C, C]`, the band's confusion int32 `[C, C]`, the temporal
+      difference float32 `[]` of the (mapped) predictions on every frame, the video
+      consistency counts int32 `[len(VC_WINDOWS), 2]` (consistent, total per window
+      length, over the runs of consecutive scored frames), and by age (`_age_buckets`)
+      the confusions int32 `[AGE_BUCKETS + 1, C, C]` and scored frames int32
+      `[AGE_BUCKETS + 1]`.
     """
     preds = lut[preds]
-    hist = metrics.confusion(labels, preds[scored], num_classes)
-    band_hist = metrics.band_confusion(labels, preds[scored], bands, num_classes)
-    return hist, band_hist, metrics.temporal_difference(preds)
+    scored_preds = preds[scored]
+    hist = metrics.confusion(labels, scored_preds, num_classes)
+    band_hist = metrics.band_confusion(labels, scored_preds, bands, num_classes)
+    vc = jnp.stack([jnp.stack(metrics.video_consistency_counts(labels, scored_preds, k, scored))
+                    for k in VC_WINDOWS])
+    buckets = _age_buckets(fired_last)[scored]  # [S]
+    # One confusion of (bucket, label) rows: row b * C + l, column the prediction.
+    labels = labels.astype(jnp.int32)
+    rows = jnp.where(labels < num_classes, buckets[:, None, None] * num_classes + labels, -1)
+    by_age = metrics.confusion(rows, scored_preds, (AGE_BUCKETS + 1) * num_classes)
+    age_hist = by_age[:, :num_classes].reshape(AGE_BUCKETS + 1, num_classes, num_classes)
+    age_frames = jnp.zeros(AGE_BUCKETS + 1, int).at[buckets].add(1)
+    return hist, band_hist, metrics.temporal_difference(preds), vc, age_hist, age_frames
 
 
 class LabelledClip(NamedTuple):
@@ -345,7 +389,13 @@ class ClipScorer:
           meanwhile, `timing.time_runs`), flops ((executed, dense) FLOPs in
           full-net frames), fired_ref int `[N]` (firings on the frames the reference
           counts), denominator (the frames it divides by), latency (a pipeline's modelled
-          (FLOPs, time) step latency, as fractions of the full net's; () otherwise).
+          (FLOPs, time) step latency, as fractions of the full net's; () otherwise),
+          vc int `[len(VC_WINDOWS), 2]` (video consistency counts (consistent, total) per
+          window length of `VC_WINDOWS`, `metrics.video_consistency_counts`, windows of
+          consecutive scored frames only), age_hist int `[AGE_BUCKETS + 1, C, C]` (the
+          confusion of the scored frames by their frames since the last stage fired,
+          `AGE_BUCKETS` and more, or never, last) and age_frames int `[AGE_BUCKETS + 1]`
+          (their scored frames).
         """
         clip, labels, bands = labelled
         frames = model.preprocess(clip.frames, self.mean_bgr)
@@ -353,13 +403,15 @@ class ClipScorer:
         if frames.shape not in self._costs:  # compile outside the timed region
             self._maps.compile(frames.shape)
             preds = jax.ShapeDtypeStruct(frames.shape[:3], jnp.int32)  # the class maps
-            self._statistics.compile(labels, bands, scored, preds, self.lut)
+            fired_last = jax.ShapeDtypeStruct(frames.shape[:1], jnp.bool_)
+            self._statistics.compile(labels, bands, scored, preds, fired_last, self.lut)
             self._costs[frames.shape] = _ShapeCosts.count(
                 self.net, frames.shape[1:], self.schedule, self.dtype, self.baseline_net)
         out, runs = timing.time_runs(lambda: self._maps(frames), self.repeats)
         preds, fired, change = _split_maps(out)
         self.last_maps = preds
-        hist, band_hist, td = self._statistics(labels, bands, scored, preds, self.lut)
+        hist, band_hist, td, vc, age_hist, age_frames = self._statistics(
+            labels, bands, scored, preds, np.asarray(fired, bool)[:, -1], self.lut)
         shape_costs = self._costs[frames.shape]
         return {
             "hist": hist, "band_hist": band_hist, "td": td, "fired": fired, "change": change,
@@ -368,6 +420,7 @@ class ClipScorer:
             "flops": shape_costs.clip_flops(fired),
             "fired_ref": np.asarray(fired)[list(clip.counted)].sum(0),
             "denominator": clip.denominator, "latency": shape_costs.latency or (),
+            "vc": vc, "age_hist": age_hist, "age_frames": age_frames,
         }
 
 
@@ -470,6 +523,7 @@ def evaluate_schedules(
     shard: tuple[int, int] | None = None,
     on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
     repeats: int = 1,
+    videos: int | None = None,
 ) -> list[dict]:
     """`evaluate_schedule` of several schedules at once, interleaved: video by video, each
     schedule runs its clips of that video in turn, so that a shared machine's changing
@@ -483,6 +537,8 @@ def evaluate_schedules(
       on_first_clip: as `evaluate_schedule`'s, for the last schedule.
       mean_bgr, scored, boundary_radius, pred_lut, dtype, journal, shard, repeats: as
         `evaluate_schedule`'s.
+      videos: how many videos the clips come from: a progress bar on stderr (with the time
+        to go) counts them; None: no bar.
 
     Returns:
       One row per schedule (`aggregate`, with compile_s), in order; each row's wall_s is
@@ -515,8 +571,11 @@ def evaluate_schedules(
                          key=lambda item: (item[0][0], item[1], item[0][1]))
     labelled = _labelled_clips(merged, scorers[0].num_classes, boundary_radius,
                                lambda k, p: not runs_here(p) or journalled(k, p) is not None)
-    with prefetch(labelled) as labelled:
+    bar = tqdm(total=videos, desc="evaluate", unit="video", file=sys.stderr,
+               disable=videos is None or process != 0)
+    with prefetch(labelled) as labelled, bar:
         for k, place, item in labelled:
+            bar.update(max(place[0] - bar.n, 0))  # the videos before this one are done
             if item is None:
                 if runs_here(place):
                     records[k].append((place, journalled(k, place)))
@@ -530,6 +589,7 @@ def evaluate_schedules(
                 journal.add(scorers[k].name, place, record := record_on_host(record))
             records[k].append((place, record))
             walls[k] += time.perf_counter() - start
+        bar.update(bar.total - bar.n if videos else 0)
     rows = []
     for scorer, mine, wall in zip(scorers, records, walls, strict=True):
         start = time.perf_counter()
@@ -547,6 +607,12 @@ def evaluate_schedules(
         row["compile_s"] = scorer.compile_seconds
         rows.append(row)
     return rows
+
+
+def _scored(hist: np.ndarray) -> dict[str, float | None]:
+    """`metrics.scores` with None for what no labelled pixel defines (unlabelled video: an
+    all-zero confusion), so that the table shows "-" and the JSON null, never NaN."""
+    return {k: None if math.isnan(v) else v for k, v in metrics.scores(hist).items()}
 
 
 def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedule,
@@ -573,14 +639,21 @@ def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedul
       ms_per_frame_runs (per repeat, over every clip); others_cores, the CPU (in cores)
       other processes took on average while it was timed, and timing_disturbed (over
       `timing.DISTURBED_CORES`); wall_s; frames and videos run; and the first clip's clock,
-      timeline {change, fired (the last stage's)}.
+      timeline {change, fired (the last stage's)}. Beyond the paper: mvc_8 and mvc_16,
+      VSPW's video consistency over windows of 8 and 16 consecutive scored frames, its
+      counts pooled over every window of every clip (`metrics.video_consistency_counts`;
+      None where no clip has such a window); mean_iu_by_age, the mean IU of the scored
+      frames by the frames since the last stage fired (0, 1, ..., `AGE_BUCKETS` - 1, then
+      `AGE_BUCKETS` and more or never, last; None for a bucket without labelled pixels),
+      over one confusion per bucket summed across clips, and frames_by_age, the scored
+      frames in each bucket.
     """
     frames_run = sum(r["frames"] for r in records)
     row = {"schedule": name, "kind": protocol.kind(schedule), "params": schedule.params(),
            "dtype": jnp.dtype(dtype).name,
-           **metrics.scores(sum(np.asarray(r["hist"], np.int64) for r in records))}
+           **_scored(sum(np.asarray(r["hist"], np.int64) for r in records))}
     band_hist = sum(np.asarray(r["band_hist"], np.int64) for r in records)
-    row.update({f"bdry_{k}": v for k, v in metrics.scores(band_hist).items()})
+    row.update({f"bdry_{k}": v for k, v in _scored(band_hist).items()})
     tds = [r["td"] for r in records if r["frames"] > 1]  # a 1-frame clip has no change
     flops = np.sum([r["flops"] for r in records], axis=0)  # (executed, dense) full frames
     timed = [r for r in records if r["latency"]]  # pipelines: (dense FLOPs, time) models
@@ -589,6 +662,8 @@ def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedul
         return (float(np.average([r["latency"][i] for r in timed],
                                  weights=[r["frames"] for r in timed])) if timed else None)
 
+    vc = np.sum([np.asarray(r["vc"], np.int64) for r in records], axis=0)  # [K, 2]
+    age_hists = sum(np.asarray(r["age_hist"], np.int64) for r in records)
     first = records[0]  # the first clip's clock, for timeline plots
     runs = np.sum([r["seconds_runs"] for r in records], axis=0)  # per repeat, every clip
     others = sum(r["others_cpu_s"] for r in records) / max(float(np.sum(runs)), 1e-9)
@@ -611,8 +686,34 @@ def aggregate(records: Sequence[dict], *, name: str, schedule: clockwork.Schedul
         videos=len(records),
         timeline={"change": list(first["change"]),
                   "fired": [bool(f[-1]) for f in first["fired"]]},
+        **{f"mvc_{k}": float(c / n) if n else None
+           for k, (c, n) in zip(VC_WINDOWS, vc.tolist(), strict=True)},
+        mean_iu_by_age=[metrics.scores(h)["mean_iu"] if h.sum() else None for h in age_hists],
+        frames_by_age=np.sum([r["age_frames"] for r in records], axis=0).astype(int).tolist(),
     )
+    row["window_rate"] = window_rate(records, schedule)
     return row
+
+
+def window_rate(records: Sequence[dict], schedule: clockwork.Schedule) -> dict | None:
+    """An adaptive row's last-stage firing rate over every W consecutive frames of its
+    clips (W: its budget's window, else `schedules.DEFAULT_WINDOW`): {window, min, max,
+    mean, within (the fraction of windows within the budget's band; None without one)};
+    min/max/mean None when no clip has W frames. None for other schedules."""
+    if schedule.theta is None:
+        return None
+    window = schedule.window or schedules.DEFAULT_WINDOW
+    rates = np.concatenate([control.window_rates(np.asarray(r["fired"])[:, -1], window)
+                            for r in records])
+    within = None
+    if schedule.target_rate is not None and len(rates):
+        lo, hi = control.bounds(schedule)
+        counts = np.rint(rates * window)
+        within = float(np.mean((counts >= lo) & (counts <= hi)))
+    stats = ((float(rates.min()), float(rates.max()), float(rates.mean())) if len(rates)
+             else (None, None, None))
+    return {"window": window, **dict(zip(("min", "max", "mean"), stats, strict=True)),
+            "within": within}
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:
@@ -645,6 +746,8 @@ def format_table(rows: Sequence[dict]) -> str:
     step latency as the paper models it, from the measured stage times. "spread" is the
     time fraction's range over the repeated timings; a "*" after a time fraction marks a
     disturbed timing (other processes took CPU meanwhile), explained below the table.
+    "mVC8" and "mVC16" are VSPW's video consistency (%, "-" without windows of so many
+    consecutive scored frames).
 
     Args:
       rows: rows of `evaluate_schedule` (`aggregate`, `add_speedups`).
@@ -669,7 +772,7 @@ def format_table(rows: Sequence[dict]) -> str:
         ("dense", 6, num("{:.2f}")),
         ("ms/frame", 9, num("{:.1f}")), ("time frac", 10, str),
         ("spread", 11, lambda v: "-" if v is None else f"{v[0]:.2f}-{v[1]:.2f}"),
-        ("lat model", 10, num("{:.2f}")),
+        ("lat model", 10, num("{:.2f}")), ("mVC8", 7, pct), ("mVC16", 7, pct),
     ]
     lines = ["".join(f"{name:>{w}}" if i else f"{name:<{w}}" for i, (name, w, _) in
                      enumerate(cols))]
@@ -683,6 +786,7 @@ def format_table(rows: Sequence[dict]) -> str:
             "-" if ref is None else f"{ref[-1]:.2f}", r["flop_fraction"],
             r.get("flop_fraction_dense"), r["ms_per_frame"], _time_fraction(r),
             r.get("time_fraction_range"), r.get("latency_model_time"),
+            *(None if r.get(k) is None else 100 * r[k] for k in ("mvc_8", "mvc_16")),
         ]
         lines.append("".join(
             (f"{fmt(v):<{w}}" if i == 0 else f"{fmt(v):>{w}}")

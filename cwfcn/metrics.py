@@ -6,8 +6,9 @@ whole data set should be summed in int64 on the host, e.g.
 ``total += np.asarray(hist, np.int64)``, since int32 overflows past ~2e9 pixels.
 
 Also provides the "boundary" variant of the metrics (scores restricted to a band around object
-boundaries) and the temporal-difference statistic of label videos. `confusion`, `band_confusion`
-and `temporal_difference` take numpy or jax input: a jax Array (a tracer too) selects a jit-able
+boundaries), the temporal-difference statistic of label videos and VSPW's video consistency
+(`video_consistency`). `confusion`, `band_confusion`, `temporal_difference` and
+`video_consistency_counts` take numpy or jax input: a jax Array (a tracer too) selects a jit-able
 jax.numpy path with the same results, which is what the evaluator runs on the device.
 """
 
@@ -273,3 +274,87 @@ def temporal_difference(label_maps: Any) -> float | jax.Array:
     changed = xp.mean(maps[1:] != maps[:-1], axis=(1, 2))  # [T - 1]
     mean = xp.sum(changed) / maps.shape[0]  # an empty sum is 0: one frame gives 0
     return mean if xp is jnp else float(mean)
+
+
+def video_consistency_counts(labels: Any, preds: Any, k: int, times: Any = None
+                             ) -> tuple[Any, Any]:
+    """The counts of VSPW's video consistency VC_k over one video's labelled frames.
+
+    A window is k consecutive frames ``s..s+k-1`` (VSPW's VC_perclip.py). Its ground-truth
+    common pixels are those whose label is the same on every frame of the window and not
+    `IGNORE_LABEL` (a pixel ignored on any frame of the window does not count); its
+    consistent pixels are those of them whose prediction is also the same on every frame of
+    the window (whether or not it is right: VC measures stability, not accuracy). Every
+    window counts, the last included (VSPW's loop, ``range(len - k)``, leaves the last
+    out). Pooling the counts over windows (and videos) weights each pixel alike, as the
+    confusion matrix does; VSPW averages the windows' ratios instead.
+
+    Args:
+      labels: integer ground truth ``[S, H, W]`` (numpy or jax) of S labelled frames in
+        time order, 255 = ignore.
+      preds: integer predictions ``[S, H, W]`` on the same frames.
+      k: the window length, a positive int (static under jit); VSPW's mVC_8 and mVC_16
+        are k = 8 and 16.
+      times: int ``[S]``, the frames' indices in the video, increasing; a window counts
+        only where they are consecutive (``times[s+k-1] - times[s] == k - 1``). None:
+        the frames are consecutive (0..S-1).
+
+    Returns:
+      (consistent, total): the consistent and the ground-truth common pixels summed over
+      the windows, both 0 when there is none (S < k, or no run of k consecutive frames).
+      Python ints for numpy input; for a jax Array (a tracer too) jax scalars of JAX's
+      default int, computed with jax.numpy.
+
+    Raises:
+      ValueError: if the shapes differ or are not rank 3, `times` is not ``[S]``, or k is
+        not a positive int.
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if np.shape(labels) != np.shape(preds) or len(np.shape(labels)) != 3:
+        raise ValueError(f"labels and preds must be [S, H, W] of one shape, got "
+                         f"{np.shape(labels)} and {np.shape(preds)}")
+    s = np.shape(labels)[0]
+    if times is not None and np.shape(times) != (s,):
+        raise ValueError(f"times must be [S] = [{s}], got shape {np.shape(times)}")
+    xp = jnp if _is_jax(labels) or _is_jax(preds) or _is_jax(times) else np
+    if s < k:  # no window: static, so a python branch under jit too
+        return (jnp.zeros((), int), jnp.zeros((), int)) if xp is jnp else (0, 0)
+    labels, preds = xp.asarray(labels).astype(xp.int32), xp.asarray(preds).astype(xp.int32)
+    windows = s - k + 1
+    gt_common = labels[:windows] != IGNORE_LABEL  # [windows, H, W]: window w from frame w
+    pred_common = xp.ones(gt_common.shape, bool)
+    for j in range(1, int(k)):  # frame w + j of window w against its first, w
+        gt_common = gt_common & (labels[j : j + windows] == labels[:windows])
+        pred_common = pred_common & (preds[j : j + windows] == preds[:windows])
+    if times is not None:
+        times = xp.asarray(times).astype(xp.int32)
+        runs = (times[k - 1 :] - times[:windows]) == k - 1  # [W]: consecutive frames
+        gt_common = gt_common & runs[:, None, None]
+    consistent, total = (xp.sum(gt_common & pred_common), xp.sum(gt_common))
+    if xp is jnp:
+        return consistent.astype(int), total.astype(int)
+    return int(consistent), int(total)
+
+
+def video_consistency(labels: Any, preds: Any, k: int, times: Any = None) -> float | None:
+    """VSPW's video consistency VC_k of one video: the fraction of the pixels whose ground
+    truth stays the same over a window of k consecutive frames on which the prediction
+    does too, pooled over the windows (`video_consistency_counts`, which has the details;
+    under jit call it and divide later).
+
+    Args:
+      labels: integer ground truth ``[S, H, W]`` of labelled frames in time order.
+      preds: integer predictions ``[S, H, W]``.
+      k: the window length, a positive int.
+      times: int ``[S]``, the frames' indices (None: consecutive).
+
+    Returns:
+      The fraction in [0, 1], a python float; None where no window has a common pixel.
+
+    Raises:
+      ValueError: as `video_consistency_counts`.
+    """
+    consistent, total = video_consistency_counts(labels, preds, k, times)
+    total = int(total)
+    return None if total == 0 else int(consistent) / total

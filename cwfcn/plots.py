@@ -8,6 +8,8 @@
   plot_clocks    Fig. 7 (left): the firings of several clocks over the same video, one
                  strip each (the score_pool4 clock against the pixel-difference clock).
   plot_differences  Fig. 2: per-frame change of score layers over a shot.
+  plot_iu_by_age  Beyond the paper: mean IU against the frames since the last stage
+                 fired, one line per schedule row.
 
 `tradeoff_figure` / `timeline_figure` build the figures without saving them (for tests
 and notebooks); `plot_*` save them and close them.
@@ -38,8 +40,8 @@ def tradeoff_points(rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray, list[s
         of frames on which each stage computed; the last stage's is used).
 
     Returns:
-      x float64 `[n]`: the last stage's firing rate, %; y float64 `[n]`: mean IU, %;
-      the schedule names. In the order of `rows`.
+      x float64 `[n]`: the last stage's firing rate, %; y float64 `[n]`: mean IU, % (NaN, not
+      drawn, where it is None: unlabelled video); the schedule names. In the order of `rows`.
 
     Raises:
       ValueError: if a row lacks a key or has an empty `fired`.
@@ -53,7 +55,7 @@ def tradeoff_points(rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray, list[s
         if fired.size == 0:
             raise ValueError(f"row {row['schedule']!r} has no per-stage firing fractions")
         xs.append(100.0 * fired[-1])
-        ys.append(100.0 * float(row["mean_iu"]))
+        ys.append(np.nan if row["mean_iu"] is None else 100.0 * float(row["mean_iu"]))
         names.append(str(row["schedule"]))
     return np.asarray(xs, np.float64), np.asarray(ys, np.float64), names
 
@@ -116,6 +118,16 @@ def tradeoff_figure(sweep_rows: Sequence[Row], fixed_rows: Sequence[Row] = ()) -
     ax.set_xlim(0, 105)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _finished(fig: Figure, ax, title: str, legend_at: str) -> Figure:
+    """The figure with its grid, legend (at `legend_at`), title (if any) and tight layout."""
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_at)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -235,12 +247,7 @@ def differences_figure(
     ax.set_ylabel("change from the previous frame")
     ax.set_xlim(0, max(longest - 1, 1))
     ax.set_ylim(0, max(peak * 1.1, 0.01))  # the changes are small: scale to them, not to 1
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, title, "upper right")
 
 
 def plot_differences(
@@ -293,3 +300,44 @@ def plot_clocks(path: str | os.PathLike, clocks: Mapping[str, Sequence[bool] | n
                 title: str = "") -> str:
     """Writes `clocks_figure(clocks, title)` as a PNG and returns its path."""
     return _save(clocks_figure(clocks, title), path)
+
+
+def iu_by_age_figure(rows: Sequence[Row], title: str = "") -> Figure:
+    """Mean IU against the frames since the last stage fired, one line per row, not saved.
+
+    Args:
+      rows: `evaluation` rows with `schedule` and `mean_iu_by_age` (A + 1 entries: mean IU
+        0..1 or None, for 0..A-1 frames since the last stage fired, then A or more / never).
+        A bucket that is None is a gap in its line.
+      title: the figure's title.
+
+    Returns:
+      The figure; its axes hold one line per row, in order, x the bucket 0..A, y mean IU %.
+
+    Raises:
+      ValueError: no rows, a row without `mean_iu_by_age`, or rows of different A.
+    """
+    if not rows:
+        raise ValueError("nothing to plot: no rows")
+    missing = [row.get("schedule") for row in rows if "mean_iu_by_age" not in row]
+    if missing:
+        raise ValueError(f"rows {missing} lack ['mean_iu_by_age']")
+    sizes = {len(row["mean_iu_by_age"]) for row in rows}
+    if len(sizes) != 1 or not min(sizes):
+        raise ValueError(f"rows' mean_iu_by_age must be of one non-zero length, got {sizes}")
+    ages = next(iter(sizes)) - 1  # A: the last bucket is A or more
+    markers = "os^vDP*Xph"
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for i, row in enumerate(rows):
+        y = [np.nan if v is None else 100.0 * v for v in row["mean_iu_by_age"]]  # nan: a gap
+        ax.plot(np.arange(ages + 1), np.asarray(y, np.float64),
+                f"{markers[i % len(markers)]}-", lw=1.2, label=str(row["schedule"]))
+    ax.set_xticks(range(ages + 1), [*map(str, range(ages)), f">={ages}"])
+    ax.set_xlabel("frames since the last stage fired")
+    ax.set_ylabel("mean IU (%)")
+    return _finished(fig, ax, title, "best")
+
+
+def plot_iu_by_age(path: str | os.PathLike, rows: Sequence[Row], title: str = "") -> str:
+    """Writes `iu_by_age_figure(rows, title)` as a PNG and returns its path."""
+    return _save(iu_by_age_figure(rows, title), path)

@@ -12,17 +12,19 @@ import os
 import tempfile
 from typing import Any
 
-from cwfcn.durable import append_json_line, write_atomically
+from cwfcn.durable import append_json_line, check_replaceable, write_atomically
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """Raises OSError (naming `path` and the fix) unless a file can be created next to `path`."""
+def check_writable(path: str | os.PathLike, what: str = "the results file") -> None:
+    """Raises OSError (naming `what`, `path` and the fix) unless a file can be created next to
+    `path` and `path` is absent or a regular file (`durable.check_replaceable`)."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
+        check_replaceable(path)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OSError(e.errno, f"cannot write the results file {os.fspath(path)!r} "
+        raise OSError(e.errno, f"cannot write {what} {os.fspath(path)!r} "
                                f"({e.strerror}): pass a writable path, or free disk space") from e
 
 

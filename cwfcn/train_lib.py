@@ -11,6 +11,7 @@ line per logged step (and per validation pass) to `<workdir>/metrics.jsonl`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -279,8 +280,25 @@ def _open_input(config: ml_collections.ConfigDict, inputs: training.Input, workd
                        where=f"checkpoint step {start} in {workdir!r}")
 
 
+class Interrupted(Exception):
+    """Training stopped between two steps because `train`'s `stop` asked (train.py: at a
+    SIGINT or SIGTERM), no save in flight.
+
+    Attributes:
+      signum: what `stop` returned (the signal's number).
+      step: the steps completed.
+      checkpoint: the latest step saved in the workdir, or None (no workdir, or none yet).
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: int | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        last = "none yet" if checkpoint is None else f"step {checkpoint}"
+        super().__init__(f"interrupted at step {step}; the last checkpoint is {last}")
+
+
 def train(
-    config: ml_collections.ConfigDict, workdir: str | None = None, *, mesh: Mesh | None = None
+    config: ml_collections.ConfigDict, workdir: str | None = None, *, mesh: Mesh | None = None,
+    stop: Callable[[], int | None] | None = None,
 ) -> tuple[model.FCN8s, list[float]]:
     """Trains FCN-8s on `config.data` up to step `config.train.steps`.
 
@@ -299,14 +317,20 @@ def train(
     state replicated, each batch sharded by rows over the devices (`config.train.batch_size`
     must split over them), so `train_step` all-reduces the gradients. In a multi-process
     run every process calls this; each reads only its own rows (`host_shard`) and only
-    process 0 writes the log.
+    process 0 writes the log and holds the workdir (`checkpoint.hold_workdir`: a second run
+    on it fails at once, naming this one).
+
+    `stop`, called before each step, ends training there (raising `Interrupted`) when it
+    returns a number: every save is complete by then, since `checkpoint.save` waits for it.
 
     Returns:
       The trained net and the loss of every step run by this call.
 
     Raises:
       ValueError: a bad config value (`config_check`), bad data, or a `workdir` that
-        cannot be written or a checkpoint that does not fit (`checkpoint.CheckpointError`).
+        cannot be written, is held by another run (`checkpoint.WorkdirBusyError`), or holds
+        a checkpoint that does not fit (`checkpoint.CheckpointError`).
+      Interrupted: `stop` asked.
     """
     config_check.check(config)
     frozen = not config.optim.get("train_trunk", True)
@@ -314,8 +338,18 @@ def train(
         raise ValueError("config.optim.train_trunk = False (the VGG convolutions fixed, their "
                          "maps computed once per input) trains FCN-8s in one process; set it "
                          "True for a truncated baseline or a multi-host run")
-    if workdir is not None:
-        checkpoint.check_writable(workdir)
+    if workdir is None:
+        return _train(config, None, mesh, stop, frozen)
+    checkpoint.check_writable(workdir)
+    with (checkpoint.hold_workdir(workdir) if jax.process_index() == 0
+          else contextlib.nullcontext()):
+        return _train(config, workdir, mesh, stop, frozen)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str | None, mesh: Mesh | None,
+           stop: Callable[[], int | None] | None, frozen: bool
+           ) -> tuple[model.FCN8s, list[float]]:
+    """`train` after its checks, with the workdir held; `frozen`: the trunk stays fixed."""
     key, init_key = jax.random.split(jax.random.key(config.seed))
     net = init_net(config, init_key)
     # The parameters the optimiser updates, and the fixed trunk's (None: it trains too).
@@ -339,7 +373,7 @@ def train(
     stepper = _full_stepper(graphdef, tx) if trunk is None else _head_stepper(graphdef, tx, trunk)
     try:
         params, losses = _loop(config, workdir, mesh, reader, stepper, params, opt_state, mean,
-                               key, start)
+                               key, start, stop)
     finally:
         reader.close()
     return nnx.merge(graphdef, stepper.whole(params)), losses
@@ -383,8 +417,9 @@ def _head_stepper(graphdef, tx, trunk: nnx.State) -> _Stepper:
 
 
 def _loop(config, workdir, mesh, reader, stepper: _Stepper, params, opt_state, mean, key,
-          start):
-    """`train`'s steps [start, config.train.steps) on the batches of `reader`.
+          start, stop):
+    """`train`'s steps [start, config.train.steps) on the batches of `reader`, until `stop`
+    returns a number (`Interrupted`).
 
     Returns:
       The trained parameters and the loss of every step run.
@@ -396,7 +431,12 @@ def _loop(config, workdir, mesh, reader, stepper: _Stepper, params, opt_state, m
     eval_every, last = config.train.get("eval_every", 0), config.train.steps
     # Steps and images since the last log row, and when its throughput clock started.
     steps_since_log, images_since_log, log_clock = 0, 0, time.perf_counter()
+    saved = start if workdir is not None and start else None  # the latest checkpoint's step
     for step in bar:
+        signum = stop() if stop is not None else None
+        if signum:
+            bar.close()  # its line ends before the caller reports the interruption
+            raise Interrupted(signum, step, saved)
         raw, labels = next(reader)
         images = raw
         if mesh is not None:
@@ -429,6 +469,7 @@ def _loop(config, workdir, mesh, reader, stepper: _Stepper, params, opt_state, m
                             None if drop else opt_state,
                             input_state=reader.state(completed),
                             max_to_keep=config.train.keep_checkpoints)
+            saved = completed
         if steps_since_log == 0:
             log_clock = time.perf_counter()  # throughput leaves validation and saving out
     return params, losses
@@ -442,24 +483,34 @@ def loss_summary(losses: list[float]) -> str:
 
 
 def train_job(config: ml_collections.ConfigDict, workdir: str | None, *,
-              data_parallel: bool = False) -> str:
+              data_parallel: bool = False, stop: Callable[[], int | None] | None = None) -> str:
     """train.py's job: `train` on one device, or data-parallel over every device when asked
-    or when several processes run; returns the `loss_summary` line."""
+    or when several processes run, until done or `stop` asks; returns the `loss_summary`
+    line."""
     parallel = data_parallel or jax.process_count() > 1
     mesh = distributed.make_mesh() if parallel else None
-    return loss_summary(train(config, workdir, mesh=mesh)[1])
+    return loss_summary(train(config, workdir, mesh=mesh, stop=stop)[1])
 
 
 def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[model.FCN8s, bool]:
     """The net of `config` trained to `config.train.steps`, training (or resuming) only if
     `workdir` holds no checkpoint that far yet.
 
+    A cache shared by runs started together (two terminals, a job array): the first trains
+    and the others wait for it (saying so), then load what it saved.
+
     Returns:
       (net, trained_now).
     """
-    step = checkpoint.latest_step(workdir)
-    if step is not None and step >= config.train.steps:
-        net = build_net(config, nnx.Rngs(0))
-        checkpoint.load_params(workdir, net, step)
-        return net, False
-    return train(config, workdir)[0], True
+    while True:
+        step = checkpoint.latest_step(workdir)
+        if step is not None and step >= config.train.steps:
+            net = build_net(config, nnx.Rngs(0))
+            checkpoint.load_params(workdir, net, step)
+            return net, False
+        try:
+            return train(config, workdir)[0], True
+        except checkpoint.WorkdirBusyError as busy:
+            print(f"{busy.holder} is training this model into {workdir}: waiting for it to "
+                  "finish, then using what it saved", file=sys.stderr)
+            checkpoint.wait_for_workdir(workdir)

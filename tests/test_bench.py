@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench import batched, data, forward, memory, pipeline, schedules, train
+from bench import batched, data, forward, live, memory, pipeline, schedules, train
 
 
 @pytest.mark.slow
@@ -28,6 +28,24 @@ def test_schedules_benchmark_smoke(tmp_path, capsys, monkeypatch):
     assert result["stream_step_compiles"] >= 1 and 0 < result["decision_of_frame"]
     # The adaptive decision alone is one argmax and a compare: far cheaper than a frame.
     assert result["decision_ms"] < result["run_oracle_ms_per_frame"]
+
+
+@pytest.mark.slow
+def test_live_benchmark_smoke(tmp_path, capsys):
+    out = tmp_path / "live.json"
+    result = live.main(["--videos", "vtest.avi", "--frames", "24", "--scale", "0.1",
+                        "--calibration", "8", "--window", "8", "--latency_frames", "8",
+                        "--repeats", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    fixed, held, same = result["budget"]["vtest.avi"]
+    assert fixed["row"] == "fixed" and fixed["schedule"] == held["schedule"].partition("@")[0]
+    assert held["within"] == 1.0  # the budget holds in every window, by construction
+    assert held["window_min"] >= 0.4 - 1e-9 and held["window_max"] <= 0.6 + 1e-9
+    assert same["rate"] == pytest.approx(held["rate"], abs=0.15)
+    assert [r["schedule"] for r in result["latency"]][-1] == "pipeline3"
+    assert all(r["frames"] == 8 and r["p50"] <= r["p99"] <= r["max"] for r in result["latency"])
+    assert result["export"]["ms_per_frame"]["exported"] > 0
+    assert "p99/p50" in capsys.readouterr().out
 
 
 def test_forward_benchmark_smoke(tmp_path):

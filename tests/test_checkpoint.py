@@ -1,4 +1,8 @@
-"""Checkpoints round-trip exactly, keep the newest steps, and refuse a net they do not fit."""
+"""Checkpoints round-trip exactly, keep the newest steps, and refuse a net they do not fit,
+damage they cannot detect (no digest), and NaN values; a run holds its workdir."""
+
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -84,3 +88,54 @@ def test_a_damaged_input_state_is_a_clear_error(tmp_path, damage, message):
     with pytest.raises(checkpoint.CheckpointError,
                        match=rf"checkpoint step 3 .*{message}.*delete its directory"):
         checkpoint.restore_input(tmp_path, 3)
+
+
+def _flip_fc6(step_dir) -> None:
+    """Flips a byte in the middle of the largest file of a step's params: fc6's kernel."""
+    path = max((p for p in (step_dir / "params").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a small change: no NaN
+    path.write_bytes(bytes(data))
+
+
+def test_a_step_without_its_digest_is_refused_unless_asked(tmp_path, monkeypatch, capsys):
+    """Issue 18.3: with the digest removed and a byte flipped, a step loaded wrong fc6."""
+    params = nnx.state(model.narrow_fcn8s(5, rngs=nnx.Rngs(0)))
+    checkpoint.save(tmp_path, 3, params, optax.sgd(0.1).init(params))
+    shutil.rmtree(tmp_path / "3" / "digest")
+    _flip_fc6(tmp_path / "3")
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(1))
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"step 3 .* has no digest of its params, so damage to it cannot "
+                             r"be detected.*delete its directory.*CWFCN_UNCHECKED_CHECKPOINTS=1"):
+        checkpoint.load_params(tmp_path, net)
+    monkeypatch.setenv(checkpoint.UNCHECKED_ENV, "1")  # the opt-out, for steps saved before
+    assert checkpoint.load_params(tmp_path, net) == 3
+    assert "has no digest of its params: loaded unchecked" in capsys.readouterr().err
+    assert not _leaves_equal(nnx.state(net), params)  # the flipped byte went unseen, as asked
+
+
+def test_nan_in_a_checkpoint_is_refused_naming_the_layer(tmp_path):
+    """Issue 18.11: a diverged run's NaN parameters loaded silently (every score NaN)."""
+    params = nnx.state(model.narrow_fcn8s(5, rngs=nnx.Rngs(0)))
+    params["fc6"]["kernel"].set_value(params["fc6"]["kernel"][...].at[0, 0, 0, 0].set(np.nan))
+    checkpoint.save(tmp_path, 3, params)  # its digest is right: the values were saved so
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(1))
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"step 3 .* holds NaN or inf values in params\.fc6\.kernel: the "
+                             r"run that saved it diverged"):
+        checkpoint.load_params(tmp_path, net)
+
+
+def test_a_held_workdir_is_refused_naming_its_holder(tmp_path):
+    with checkpoint.hold_workdir(tmp_path):
+        holder = (tmp_path / checkpoint.LOCK_FILE).read_text()
+        assert holder.startswith(f"pid {os.getpid()} on host ")
+        with pytest.raises(checkpoint.WorkdirBusyError,
+                           match=rf"is in use by another training run \({holder.strip()}\)"):
+            with checkpoint.hold_workdir(tmp_path):
+                pass
+    assert not (tmp_path / checkpoint.LOCK_FILE).exists()  # released and removed
+    with checkpoint.hold_workdir(tmp_path):  # free again
+        pass

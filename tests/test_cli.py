@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from cwfcn import model, train_lib
+from cwfcn import model, schedules, train_lib
 from cwfcn.data import datasets, samples, video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,10 +180,13 @@ def test_target_rate_is_calibrated_over_the_whole_data_set(tmp_path):
     out = tmp_path / "r.json"
     proc = _run("evaluate.py", "--config", "configs/tiny.py", "--config.train.steps=0",
                 "--data", "synthetic", "--config.data.num_videos=3", "--target-rate", "0.5",
-                "--schedule", "adaptive", "--output", str(out), cache=tmp_path / "cache")
+                "--rate-window", "0", "--schedule", "adaptive", "--output", str(out),
+                cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     (row,) = [r for r in json.loads(out.read_text())["results"] if r["kind"] == "adaptive"]
-    assert f"achieved S3 rate {row['fired_ref'][-1]:.3f}" in proc.stderr
+    assert f"{row['schedule']} {row['fired_ref'][-1]:.3f}" in proc.stderr
+    assert f"2 schedules (oracle, {row['schedule']}) over 3 videos" in proc.stderr
+    assert "evaluate: 100%" in proc.stderr and "3/3" in proc.stderr  # the progress bar
     assert abs(row["fired_ref"][-1] - 0.5) <= 0.2
 
 
@@ -198,10 +202,20 @@ def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
                 "--schedule", "adaptive", "--output", str(out), cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["results"]
-    adaptive = [r for r in rows if r["schedule"].startswith("adaptive")]
-    assert len(adaptive) == 1 and adaptive[0]["frames"] == 40
-    assert abs(adaptive[0]["fired"][-1] - 0.5) <= 0.1
-    assert "achieved S3 rate" in proc.stderr
+    fixed, held = [r for r in rows if r["schedule"].startswith("adaptive")]
+    assert fixed["frames"] == held["frames"] == 40
+    assert abs(fixed["fired"][-1] - 0.5) <= 0.1
+    # The budget row: the calibrated theta under the controller, every 20-frame window held.
+    assert held["params"]["target_rate"] == 0.5 and held["params"]["window"] == 20
+    assert held["schedule"] == f"{fixed['schedule']}@0.5/20"
+    fired = np.asarray(held["timeline"]["fired"], float)
+    sums = np.convolve(fired, np.ones(20), "valid")
+    assert sums.min() >= 8 and sums.max() <= 12, sums
+    assert held["window_rate"]["within"] == 1.0
+    assert "achieved" in proc.stderr and held["schedule"] in proc.stderr
+    # Unlabelled: no accuracy, shown as "-" in the table and null in the JSON, never NaN.
+    assert fixed["mean_iu"] is None and fixed["bdry_fw_iu"] is None
+    assert "nan" not in proc.stdout.lower() and "NaN" not in out.read_text()
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -210,11 +224,46 @@ def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
     (["--phase", "sometimes"], "bad phase"),
     (["--baselines", "pool5=x.caffemodel"], "bad --baselines"),
     (["--config.model.arch=pool4"], "pass an FCN-8s config"),
-    (["--schedule", "adaptive-pixel", "--target_rate", "0.5"], "calibrates the score_pool4"),
+    (["--schedule", "adaptive-pixel", "--target_rate", "0.5"], "calibrate the score_pool4"),
     (["--target_rate", "0"], "--target_rate must be in"),
+    (["--target_ms", "20", "--target_rate", "0.5"], "give one"),
+    (["--target_ms", "-3"], "--target_ms must be a positive"),
+    (["--target_rate", "0.3", "--rate_window", "3", "--rate_tolerance", "0"], "no whole number"),
+    (["--schedule", "oracle@0.5"], "for the adaptive clocks"),
     (["--data", "video:/no/such.mp4"], "no such file"),
+    (["--data", "video:"], "--data video: names no video"),
+    # issue 18: each refused before any work (no data read, no net trained)
+    (["--output", "."], "it is a directory, not a regular file"),
+    (["--output", os.devnull], "not a regular file"),
+    (["--plot", "README.md"], "--plot 'README.md'"),
+    (["--video_out", "."], "it is a directory, not a regular file"),
+    (["--output", ""], "--output is empty"),
+    (["--checkpoint", ""], "--checkpoint is empty"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--data", "synthetic", "--max_frames", "2"], "--max_frames reads at most N frames of"),
+    (["--calibration_frames", "-3", "--target_rate", "0.5"], "--calibration_frames must be"),
+    (["--calibration_frames", "10"], "--calibration_frames calibrates --target_rate"),
+    (["--theta", "0.1:0.3:0.1", "--target_rate", "0.5"], "a sweep of 3 thetas"),
+    (["--process_id", "1"], "give --coordinator"),
+    (["--coordinator", "nohost:abc", "--num_processes", "2", "--process_id", "0"],
+     "bad --coordinator 'nohost:abc'"),
+    (["--config.seed=9223372036854775808"], "config.seed = 9223372036854775808 is invalid"),
+    (["--config.clock.boundary_radius=100000"], "config.clock.boundary_radius = 100000"),
 ])
 def test_evaluate_bad_flags_are_one_clear_error(flags, message):
     proc = _run("evaluate.py", "--config", "configs/tiny.py", *flags)
     assert proc.returncode == 2 and message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_readmes_schedules_and_explicit_periods_parse():
+    """Every `--schedule X` of README.md parses, and so do explicit periods on the command
+    line, alone or after other schedules (a comma before a digit stays inside)."""
+    specs = set(re.findall(r"--schedule[ =]([^\s`|]+)", (ROOT / "README.md").read_text()))
+    assert "all" in specs and len(specs) > 5
+    for spec in specs:
+        assert schedules.parse_schedules(spec, [0.25])
+    assert [s.periods for s in schedules.parse_schedules("oracle,periods:1,2,4", [])] == [
+        (1, 1, 1), (1, 2, 4)]
+    assert [s.name for s in schedules.parse_schedules("periods:1,2,4", [])] == [
+        "oracle", "periods:1,2,4"]

@@ -229,10 +229,14 @@ def test_params_are_json_values():
     import json
 
     params = clockwork.parse_schedule("adaptive:0.3").params()
+    none = {"target_rate": None, "window": 0, "tolerance": 0.0}
     assert params == {"periods": [1, 1, 1], "lags": [0, 0, 0], "theta": 0.3,
-                      "signal": "scores", "keep": None}
+                      "signal": "scores", "keep": None, **none}
     assert json.loads(json.dumps(clockwork.parse_schedule("pool3").params())) == {
-        "periods": [1, 1, 1], "lags": [0, 0, 0], "theta": None, "signal": "scores", "keep": 1}
+        "periods": [1, 1, 1], "lags": [0, 0, 0], "theta": None, "signal": "scores", "keep": 1,
+        **none}
+    held = clockwork.parse_schedule("adaptive:0.3@0.5/16").params()
+    assert (held["target_rate"], held["window"], held["tolerance"]) == (0.5, 16, 0.1)
 
 
 def test_parse_thetas():
@@ -243,6 +247,9 @@ def test_parse_thetas():
     for bad in ("x", "0.5:0.1:0.1", "0.1:0.5:0", "0.1:0.5"):
         with pytest.raises(ValueError, match=r"bad --theta .*start:stop:step"):
             schedules.parse_thetas(bad)
+    assert len(schedules.parse_thetas("0:0.99:0.01")) == schedules.MAX_THETAS
+    with pytest.raises(ValueError, match="sweeps 1,000,001 thresholds, more than 100"):
+        schedules.parse_thetas("0:1:0.000001")  # refused at once, not run for days
 
 
 def test_parse_schedules():

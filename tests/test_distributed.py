@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -127,14 +129,22 @@ def test_initialize_reads_arguments_then_environment():
                                     "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "x"})
 
 
-def test_one_device_mesh_and_bad_sizes():
+def test_meshes_of_this_process_and_bad_sizes():
+    """Whatever the device count (1 here, 4 with forced host devices, several GPUs)."""
+    devices = jax.device_count()
     mesh = distributed.make_mesh()
-    assert mesh.axis_names == (distributed.DATA_AXIS,) and mesh.devices.size == 1
-    assert distributed.host_rows(6, mesh) == slice(0, 6)
-    x = np.arange(12.0).reshape(6, 2)
+    assert mesh.axis_names == (distributed.DATA_AXIS,) and mesh.devices.size == devices
+    one = distributed.make_mesh(1)
+    assert one.devices.size == 1 and distributed.host_rows(6, one) == slice(0, 6)
+    rows = 2 * devices  # one process holds every row of its devices
+    assert distributed.host_rows(rows, mesh) == slice(0, rows)
+    x = np.arange(2.0 * rows).reshape(rows, 2)
     np.testing.assert_array_equal(distributed.shard_batch(mesh, {"x": x})["x"], x)
     with pytest.raises(ValueError, match="num_devices"):
-        distributed.make_mesh(2)
+        distributed.make_mesh(devices + 1)
+    if devices > 1:
+        with pytest.raises(ValueError, match="does not split"):
+            distributed.host_rows(devices + 1, mesh)
 
 
 def test_evaluate_shard_must_name_this_run():
@@ -235,3 +245,17 @@ def test_stage_pipeline_takes_pipelined_schedules_only():
     net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="not pipelined"):
         distributed.StagePipeline(net, "alternating")
+
+
+@pytest.mark.slow
+def test_the_device_sensitive_tests_pass_on_four_devices_too():
+    """The suite runs on one device; these in-process tests (meshes, stage pipelines, batched
+    streams) must also pass where there are several (several GPUs, or forced host devices)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/test_distributed.py", "tests/test_batched.py", "-k",
+         "meshes or stage_pipeline or pipelined_stages or gated_stage or bad_input_raises"],
+        cwd=ROOT, env=_env(4), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    passed = re.search(r"(\d+) passed", proc.stdout)  # the gated-stage cases, the meshes, ...
+    assert passed and int(passed[1]) >= 6, proc.stdout[-500:]

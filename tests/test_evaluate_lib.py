@@ -1,6 +1,8 @@
 """What evaluate.py and the notebook share, called as they call it (explicit arguments)."""
 
 import hashlib
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +10,16 @@ from flax import nnx
 from PIL import Image
 
 from configs import tiny
-from cwfcn import clockwork, evaluate_lib, evaluation, model, schedules
+from cwfcn import (
+    checkpoint,
+    clockwork,
+    evaluate_lib,
+    evaluation,
+    model,
+    results,
+    schedules,
+    train_lib,
+)
 from cwfcn.data import sources, video
 
 
@@ -72,7 +83,7 @@ def test_plots_and_overlay_are_written(synthetic, tmp_path):
     rows = evaluate_lib.run_schedules(net, source, to_run)
     paths = evaluate_lib.write_plots(tmp_path / "plots", rows, title="synthetic")
     assert [p.rsplit("/", 1)[1] for p in paths] == ["tradeoff.png", "timeline.png",
-                                                    "clocks.png"]
+                                                    "clocks.png", "iu_by_age.png"]
     for path in paths:
         with Image.open(path) as im:
             assert im.size[0] > 100 and im.size[1] > 100
@@ -112,3 +123,73 @@ def test_repeats_below_one_fail_before_any_work(tmp_path):
         evaluate_lib.evaluate(tiny.get_config(), data="synthetic", repeats=0,
                               output=str(tmp_path / "never.json"))
     assert not list(tmp_path.iterdir())
+
+
+def _evaluate(tmp_path, steps: int = 0, **options) -> list[dict]:
+    """evaluate.py's job on the tiny config's net (trained `steps`), oracle only, --output."""
+    config = tiny.get_config()
+    config.train.steps, config.train.checkpoint_every = steps, max(steps, 1)
+    return evaluate_lib.evaluate(config, schedule="oracle", repeats=1,
+                                 output=str(tmp_path / "r.json"), **options)
+
+
+@pytest.fixture
+def killed_after_the_clips(tmp_path, monkeypatch):
+    """Each run as if killed once its clips were done: the resume journal stays."""
+    monkeypatch.setenv("CWFCN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(results.Journal, "remove", lambda self: None)
+
+
+@pytest.mark.slow
+def test_a_rerun_resumes_on_the_same_weights_and_data_only(tmp_path, killed_after_the_clips,
+                                                            capsys):
+    """Issue 18: the journal was keyed by paths and by "trained now"/"trained earlier", so a
+    first run killed never resumed, and weights or a video replaced at a path were mixed."""
+    _evaluate(tmp_path, steps=1, data="synthetic")
+    assert "trained now" in capsys.readouterr().err
+    _evaluate(tmp_path, steps=1, data="synthetic")  # the same net, from the cache this time
+    err = capsys.readouterr().err
+    assert "trained earlier" in err and "resuming: 2 clips done earlier" in err
+    config = tiny.get_config()
+    for seed, resumed in ((1, False), (2, False), (2, True)):  # a net replaced at one path
+        shutil.rmtree(tmp_path / "ck", ignore_errors=True)
+        checkpoint.save(tmp_path / "ck", 2, nnx.state(train_lib.build_net(config,
+                                                                          nnx.Rngs(seed))))
+        _evaluate(tmp_path, data="synthetic", checkpoint_path=str(tmp_path / "ck"))
+        assert ("resuming" in capsys.readouterr().err) == resumed, seed
+    clips = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32, 3), np.uint8)
+    for clip, resumed in ((0, False), (1, False), (1, True)):  # a video replaced at one path
+        video.write_video(tmp_path / "clip.mp4", clips[clip], fps=5)  # written anew each time
+        _evaluate(tmp_path, data=f"video:{tmp_path / 'clip.mp4'}",
+                  checkpoint_path=str(tmp_path / "ck"))
+        assert ("resuming" in capsys.readouterr().err) == resumed, clip
+
+
+@pytest.mark.slow
+def test_a_failed_plot_loses_neither_the_results_nor_the_video(tmp_path, monkeypatch):
+    """Issue 18: the JSON came last, so a plot that failed after the run lost it."""
+    monkeypatch.setenv("CWFCN_CACHE", str(tmp_path / "cache"))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluate_lib, "write_plots", full)
+    with pytest.raises(OSError, match=r"cannot write --plot '.*plots': .*No space left.*the "
+                                      r"results were written to .*r\.json"):
+        _evaluate(tmp_path, data="synthetic", plot=str(tmp_path / "plots"),
+                  video_out=str(tmp_path / "o.mp4"))
+    assert json.loads((tmp_path / "r.json").read_text())["results"]
+    assert len(video.read_video(tmp_path / "o.mp4")) == tiny.get_config().data.num_frames
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_a_video_of_one_or_two_frames_is_scored_whole(synthetic, tmp_path, frames):
+    """Issue 18: frames 0-1 of a translated video are never scored, and a short unlabelled
+    video once stacked no scored frame; every frame of an unlabelled one counts."""
+    net, _ = synthetic
+    clip = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), np.uint8)
+    video.write_video(tmp_path / "clip.mp4", clip, fps=5)
+    source = sources.open_source(f"video:{tmp_path / 'clip.mp4'}", config=tiny.get_config(),
+                                 max_frames=frames)
+    rows = evaluate_lib.run_schedules(net, source, schedules.parse_schedules("adaptive", [0.25]))
+    assert [r["frames"] for r in rows] == [frames, frames]

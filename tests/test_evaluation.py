@@ -252,3 +252,96 @@ def test_schedules_are_interleaved_video_by_video_and_score_as_alone(monkeypatch
     assert rows[1]["frames"] == 2 * alone[1]["frames"]
     with pytest.raises(ValueError, match="2 clip streams for 3 schedules"):
         evaluation.evaluate_schedules(net, [videos, videos], specs, mean_bgr=VOC_MEAN)
+
+
+def _cells(table: str, name: str) -> list[str]:
+    """The cells of a right-aligned column of `format_table`'s table, one per row."""
+    header, _, *lines = table.splitlines()
+    end = header.index(f" {name}") + 1 + len(name)  # a cell ends where its header does
+    return [line[:end].split()[-1] for line in lines]
+
+
+def _ages(fired_last) -> list[int]:
+    """Reference bucket of each frame: frames since the last stage fired, capped."""
+    ages, last = [], None
+    for t, fired in enumerate(fired_last):
+        last = t if fired else last
+        ages.append(evaluation.AGE_BUCKETS if last is None
+                    else min(t - last, evaluation.AGE_BUCKETS))
+    return ages
+
+
+def _steady_videos():
+    """Two 20-frame videos of changing frames and labels steady but for a few flips (so
+    windows of 8 and 16 frames have pixels whose ground truth stays), some ignored."""
+    rng = np.random.default_rng(11)
+    videos = []
+    for _ in range(2):
+        labels = np.repeat(rng.integers(0, 5, (1, 24, 24)), 20, axis=0)
+        labels = np.where(rng.random(labels.shape) < 0.01, rng.integers(0, 5, labels.shape),
+                          labels)
+        labels[:, :2] = 255
+        videos.append((rng.integers(0, 256, (20, 24, 24, 3), dtype=np.uint8),
+                       labels.astype(np.uint8)))
+    return videos
+
+
+def test_rows_report_video_consistency_and_mean_iu_by_the_frames_since_the_last_firing():
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    videos = _steady_videos()
+    # Clip 0 scores frames 2..19 (18 consecutive); clip 1 every other frame (no window).
+    clips = [protocol.whole(*videos[0], slice(2, None), "0"),
+             protocol.whole(*videos[1], range(0, 20, 2), "1")]
+    scorer = evaluation.ClipScorer(net, "adaptive:0.2", mean_bgr=VOC_MEAN)
+    records = [evaluation.record_on_host(scorer.score(evaluation.label_clip(c, 5)))
+               for c in clips]
+    row = evaluation.aggregate(records, name=scorer.name, schedule=scorer.schedule,
+                               dtype=scorer.dtype, wall_s=0.0)
+    a = evaluation.AGE_BUCKETS
+    want_hist = np.zeros((a + 1, 5, 5), np.int64)
+    want_frames = np.zeros(a + 1, np.int64)
+    vc = {k: [0, 0] for k in evaluation.VC_WINDOWS}
+    for clip, record in zip(clips, records, strict=True):
+        preds, fired, _ = evaluation.predict(net, model.preprocess(clip.frames, VOC_MEAN),
+                                             "adaptive:0.2")
+        np.testing.assert_array_equal(record["fired"], fired)
+        ages = _ages(np.asarray(record["fired"])[:, -1])
+        hist = np.zeros((a + 1, 5, 5), np.int64)
+        for t in clip.scored:
+            hist[ages[t]] += metrics.confusion(clip.labels[t], preds[t], 5)
+            want_frames[ages[t]] += 1
+        assert record["age_hist"] == hist.tolist()
+        want_hist += hist
+        for i, k in enumerate(evaluation.VC_WINDOWS):  # windows of consecutive frames
+            counts = [0, 0]
+            for start in range(clip.scored[0], 21 - k):
+                if all(t in clip.scored for t in range(start, start + k)):
+                    gt, pr = clip.labels[start : start + k], preds[start : start + k]
+                    common = (gt == gt[0]).all(0) & (gt[0] != 255)
+                    counts[0] += int((common & (pr == pr[0]).all(0)).sum())
+                    counts[1] += int(common.sum())
+            assert record["vc"][i] == counts
+            vc[k] = [x + y for x, y in zip(vc[k], counts, strict=True)]
+    assert len(set(_ages(np.asarray(records[0]["fired"])[:, -1]))) > 2  # several ages met
+    assert vc[8][1] > 0 and vc[16][1] > 0 and records[1]["vc"] == [[0, 0], [0, 0]]
+    assert row["mvc_8"] == vc[8][0] / vc[8][1] and row["mvc_16"] == vc[16][0] / vc[16][1]
+    assert row["frames_by_age"] == want_frames.tolist() and sum(want_frames) == 18 + 10
+    assert row["mean_iu_by_age"] == [metrics.scores(h)["mean_iu"] if h.sum() else None
+                                     for h in want_hist]
+    table = evaluation.format_table([row])
+    assert _cells(table, "mVC8") == [f"{100 * row['mvc_8']:.1f}"]
+    assert _cells(table, "mVC16") == [f"{100 * row['mvc_16']:.1f}"]
+
+
+def test_oracle_scores_every_frame_fresh_and_a_baseline_never_fires_the_last_stage():
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    videos = _videos(2)  # 6 frames, 2..5 scored: no window of 8
+    oracle = evaluation.evaluate_schedule(net, videos, "oracle", mean_bgr=VOC_MEAN)
+    assert oracle["frames_by_age"] == [8] + [0] * evaluation.AGE_BUCKETS
+    assert oracle["mean_iu_by_age"] == [oracle["mean_iu"]] + [None] * evaluation.AGE_BUCKETS
+    assert oracle["mvc_8"] is None and oracle["mvc_16"] is None
+    pool4 = evaluation.evaluate_schedule(net, videos, "pool4", mean_bgr=VOC_MEAN)
+    assert pool4["frames_by_age"] == [0] * evaluation.AGE_BUCKETS + [8]
+    assert pool4["mean_iu_by_age"] == [None] * evaluation.AGE_BUCKETS + [pool4["mean_iu"]]
+    table = evaluation.format_table([oracle, {**oracle, "mvc_8": 0.5}])
+    assert _cells(table, "mVC8") == ["-", "50.0"] and _cells(table, "mVC16") == ["-", "-"]

@@ -41,13 +41,16 @@ def _frames() -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("schedule", ["adaptive-pixel:0.2", "pipeline3"])
+# The adaptive case under a budget: its controller's state is exported and carried too.
+@pytest.mark.parametrize("schedule", ["adaptive-pixel:0.2@0.5/6/0.2", "pipeline3"])
 def test_exported_step_in_a_fresh_process_equals_clockwork_step(net, tmp_path, schedule):
     frames = _frames()
     path = tmp_path / "step.bin"
     meta = export.export_step(net, schedule, SHAPE, path, mean_bgr=(1.0, 2.0, 3.0))
     assert meta["platforms"] == ["cpu", "cuda"] and meta["frame_shape"] == list(SHAPE)
-    assert meta["state_names"][-3:] == ["t", "ref", "change"] and meta["mean_bgr"] == [1, 2, 3]
+    budget = ["control/theta", "control/history"] if "@" in schedule else []
+    assert meta["state_names"][-3 - len(budget):] == ["t", "ref", "change", *budget]
+    assert meta["mean_bgr"] == [1, 2, 3]
     cw = clockwork.Clockwork(net, schedule)
     state, want_scores, want_fired = cw.init(SHAPE), [], []
     for frame in frames:

@@ -348,3 +348,102 @@ def test_temporal_difference_jax_path_equals_numpy_path_under_jit():
         metrics.temporal_difference(maps), rel=1e-6)
     with pytest.raises(ValueError, match="T, H, W"):
         metrics.temporal_difference(jnp.zeros((3, 4)))
+
+
+# ---------------------------------------------------------------------------------------------
+# video_consistency (VSPW's VC_k)
+
+# Three frames of three pixels a, b, c (one row each):
+#   gt    a: 1 1 1   b: 2 2 0   c: 255 3 3
+#   pred  a: 1 1 0   b: 0 0 0   c: 1   1 1
+VC_LABELS = np.array([[[1, 2, 255]], [[1, 2, 3]], [[1, 0, 3]]], np.uint8)
+VC_PREDS = np.array([[[1, 0, 1]], [[1, 0, 1]], [[0, 0, 1]]])
+
+
+def _vc_loop(labels, preds, k, times=None):
+    """Reference VC counts: one python iteration per window and pixel."""
+    s, h, w = labels.shape
+    times = list(range(s)) if times is None else list(times)
+    consistent = total = 0
+    for start in range(s - k + 1):
+        if times[start + k - 1] - times[start] != k - 1:
+            continue
+        for y in range(h):
+            for x in range(w):
+                gt = labels[start : start + k, y, x].tolist()
+                pred = preds[start : start + k, y, x].tolist()
+                if gt[0] != 255 and gt == [gt[0]] * k:
+                    total += 1
+                    consistent += pred == [pred[0]] * k
+    return consistent, total
+
+
+def test_video_consistency_hand_worked():
+    # k = 2. Window (0, 1): gt common a, b (c is ignored on frame 0); preds steady on both.
+    # Window (1, 2): gt common a, c (b changes); preds steady on c only (a: 1 -> 0).
+    assert metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 2) == (3, 4)
+    assert metrics.video_consistency(VC_LABELS, VC_PREDS, 2) == 0.75
+    # k = 3: one window, gt common a only, whose prediction changes.
+    assert metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 3) == (0, 1)
+    assert metrics.video_consistency(VC_LABELS, VC_PREDS, 3) == 0.0
+    # k = 1: every frame its own window; each labelled pixel is consistent with itself.
+    assert metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 1) == (8, 8)
+
+
+def test_video_consistency_counts_only_windows_of_consecutive_frames():
+    # Frames 0, 1 and 3 of a video: only window (0, 1) is consecutive.
+    assert metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 2, times=[0, 1, 3]) == (2, 2)
+    assert metrics.video_consistency(VC_LABELS, VC_PREDS, 2, times=(0, 1, 3)) == 1.0
+    assert metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 3, times=[0, 1, 3]) == (0, 0)
+    assert metrics.video_consistency(VC_LABELS, VC_PREDS, 3, times=[0, 1, 3]) is None
+
+
+def test_video_consistency_k_longer_than_the_clip_has_no_window():
+    assert metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 4) == (0, 0)
+    assert metrics.video_consistency(VC_LABELS, VC_PREDS, 16) is None
+    got = jax.jit(metrics.video_consistency_counts, static_argnums=2)(
+        jnp.asarray(VC_LABELS), jnp.asarray(VC_PREDS), 4)
+    assert [int(x) for x in got] == [0, 0]
+
+
+def test_video_consistency_ignores_pixels_ignored_on_any_frame_of_the_window():
+    labels = np.full((4, 2, 2), 255, np.uint8)  # the same label everywhere, but ignored
+    assert metrics.video_consistency_counts(labels, np.zeros((4, 2, 2), int), 2) == (0, 0)
+    labels[:, 0, 0] = 4
+    labels[2, 0, 0] = 255  # ignored on frame 2 alone: windows (0, 1) only, of k = 2
+    assert metrics.video_consistency_counts(labels, np.zeros((4, 2, 2), int), 2) == (1, 1)
+    assert metrics.video_consistency_counts(labels, np.zeros((4, 2, 2), int), 3) == (0, 0)
+
+
+def test_video_consistency_jax_path_equals_numpy_path_and_loop_under_jit():
+    rng = np.random.default_rng(8)
+    # Few classes changing rarely, so windows have common pixels; some ignored.
+    labels = np.repeat(rng.integers(0, 3, (1, 6, 5)), 9, axis=0)
+    flips = rng.random(labels.shape) < 0.1
+    labels = np.where(flips, rng.integers(0, 3, labels.shape), labels)
+    labels[rng.random(labels.shape) < 0.05] = 255
+    labels = labels.astype(np.uint8)
+    preds = np.where(rng.random(labels.shape) < 0.1, rng.integers(0, 3, labels.shape),
+                     np.repeat(rng.integers(0, 3, (1, 6, 5)), 9, axis=0))
+    times = np.array([0, 1, 2, 3, 4, 6, 7, 8, 9])  # a gap between frames 4 and 6
+    run = jax.jit(metrics.video_consistency_counts, static_argnums=2)
+    for k in (1, 2, 3, 4):
+        for t in (None, times):
+            want = _vc_loop(labels, preds, k, t)
+            assert want[1] > 0
+            assert metrics.video_consistency_counts(labels, preds, k, t) == want
+            got = run(jnp.asarray(labels), jnp.asarray(preds), k,
+                      None if t is None else jnp.asarray(t))
+            assert all(isinstance(x, jax.Array) for x in got)
+            assert tuple(int(x) for x in got) == want
+
+
+def test_video_consistency_bad_arguments():
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 0)
+    with pytest.raises(ValueError, match=r"\[S, H, W\]"):
+        metrics.video_consistency_counts(VC_LABELS, VC_PREDS[:2], 2)
+    with pytest.raises(ValueError, match=r"\[S, H, W\]"):
+        metrics.video_consistency_counts(VC_LABELS[0], VC_PREDS[0], 2)
+    with pytest.raises(ValueError, match="times must be"):
+        metrics.video_consistency_counts(VC_LABELS, VC_PREDS, 2, times=[0, 1])

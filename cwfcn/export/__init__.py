@@ -15,7 +15,8 @@ The step is `step(params, state, frame) -> (state, scores, fired)`:
 - state: a flat dict, `ClockState` flattened (`state_names`): `cache/<stage>/<leaf>` each
   stage's latest output (with a batch axis of 1), `t` the next frame's index (int32 scalar),
   `ref` the adaptive clock's reference signal (shape [0] without one), `change` its last change
-  fraction (float32 scalar);
+  fraction (float32 scalar), and for a budget (`adaptive@R/W`) `control/theta` its current
+  threshold (float32 scalar) and `control/history` its last W firings (bool `[W]`);
 - frame: float32 `[H, W, 3]`, BGR minus the data set's mean (`model.preprocess`);
 - scores: float32 `[H, W, C]`; fired: bool `[N]`, which stages computed.
 
@@ -52,7 +53,7 @@ def _key_name(key: Any) -> str:
 
 def state_names(state: clockwork.ClockState) -> list[str]:
     """The flat names of a `ClockState`'s leaves, in its flattening order: `cache/0/1`,
-    `t`, `ref`, `change`."""
+    `t`, `ref`, `change` (and `control/theta`, `control/history` for a budget)."""
     return ["/".join(_key_name(k) for k in path)
             for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
 

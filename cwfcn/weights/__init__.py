@@ -51,6 +51,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from cwfcn import checkpoint
 from cwfcn.data import datasets, files
 from cwfcn.weights import caffe, common, onnx, torchvision
 from cwfcn.weights.caffe import (
@@ -143,11 +144,11 @@ def load(
 
     Raises:
       MissingFileError: `path` does not exist.
-      ValueError: an unknown suffix, an unreadable (truncated, corrupt) file, a missing
-        or unknown layer, a file for the other kind of net (a truncated baseline into
-        FCN8s, a pool4 one into stages=1), or an array whose shape does not match `net`
-        (e.g. another number of classes); the message names the file, the layer and
-        both shapes.
+      ValueError: an unknown suffix, an unreadable (truncated, corrupt) file, NaN or inf
+        values (the layers named), a missing or unknown layer, a file for the other kind
+        of net (a truncated baseline into FCN8s, a pool4 one into stages=1), or an array
+        whose shape does not match `net` (e.g. another number of classes); the message
+        names the file, the layer and both shapes.
     """
     path = Path(path)
     source = SUFFIXES.get(path.suffix.lower())
@@ -178,11 +179,22 @@ def load(
             "initialised"
         )
     common.check_shapes(net, arrays, path)
+    # The arrays as the net's variables will hold them: checked whole before any is assigned.
+    values = {}
     for name, layer_arrays in arrays.items():
         kernel, bias = common.layer_variables(net, name)
-        kernel.set_value(jnp.asarray(layer_arrays.kernel, kernel.dtype))
+        values[name] = {"kernel": jnp.asarray(layer_arrays.kernel, kernel.dtype)}
         if bias is not None and layer_arrays.bias is not None:
-            bias.set_value(jnp.asarray(layer_arrays.bias, bias.dtype))
+            values[name]["bias"] = jnp.asarray(layer_arrays.bias, bias.dtype)
+    bad = checkpoint.non_finite(values)
+    if bad:
+        raise ValueError(f"{path}: NaN or inf values in {', '.join(bad)}: the file is damaged, "
+                         "or the net it holds diverged in training; use another weight file")
+    for name, layer_values in values.items():
+        kernel, bias = common.layer_variables(net, name)
+        kernel.set_value(layer_values["kernel"])
+        if "bias" in layer_values:
+            bias.set_value(layer_values["bias"])
     if unused:
         notes.append(f"not used by this net ({common.describe_net(net)}): {', '.join(unused)}")
     return LoadReport(
