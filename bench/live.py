@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calibration", type=int, default=30,
                         help="frames the fixed theta is calibrated on (a stream's start)")
     parser.add_argument("--latency_frames", type=int, default=60)
+    parser.add_argument("--latency", nargs="+", default=list(LATENCY_SCHEDULES),
+                        help="the schedules timed live, beside the fixed and budget adaptive")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the export timing")
     parser.add_argument("--json", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -178,8 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     args.tolerance, args.calibration)
     first = clips[args.videos[0]][: args.latency_frames]
     held = budget[args.videos[0]][1]["schedule"]
-    specs = [*LATENCY_SCHEDULES[:3], budget[args.videos[0]][0]["schedule"], held,
-             *LATENCY_SCHEDULES[3:]]
+    specs = [*args.latency, budget[args.videos[0]][0]["schedule"], held]
     result = {
         **device_info(), "config": args.config, "frames": args.frames, "scale": args.scale,
         "rate": args.rate, "window": args.window, "tolerance": args.tolerance,

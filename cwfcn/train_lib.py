@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from cwfcn import checkpoint, config_check, distributed, metrics, model, weights
 from cwfcn.data import datasets, samples, training
-from cwfcn.durable import append_json_line
+from cwfcn.durable import append_json_line, write_atomically
 
 # The global batch of a step, as a run reads it (`training.make_batches`).
 make_batches = training.make_batches
@@ -206,6 +207,27 @@ def append_metrics(workdir: str, record: dict) -> None:
     append_json_line(os.path.join(workdir, METRICS_FILE), record)
 
 
+def _forget_metrics_after(workdir: str, step: int) -> None:
+    """Drops the log rows of steps after `step` (a killed run logged them after its last
+    checkpoint; the resumed run logs them again), so that each step has one row."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    # A row torn by the kill (no newline, or not JSON) is dropped too.
+    kept = [line for line in lines if line.endswith("\n") and _row_step(line) <= step]
+    if len(kept) != len(lines):
+        write_atomically(path, lambda f: f.writelines(kept))
+
+
+def _row_step(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return float("inf")
+
+
 def init_net(config: ml_collections.ConfigDict, key: jax.Array) -> model.FCN8s:
     """A fresh net; with `config.model.init` set, its convolutions come from a weight file
     ("vgg16_onnx": the ImageNet VGG16 of the embedded sample; or a path), or from an FCN-8s
@@ -367,6 +389,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str | None, mesh: Mesh | 
         start, whole, opt_state = checkpoint.restore(workdir, whole, opt_state)
         trunk, params = nnx.split_state(whole, is_trunk, ...) if frozen else (None, whole)
         print(f"resuming from step {start} in {workdir}", file=sys.stderr)
+        if jax.process_index() == 0:
+            _forget_metrics_after(workdir, start)
     if mesh is not None:
         trunk, params, opt_state = distributed.replicate(mesh, (trunk, params, opt_state))
     reader = _open_input(config, inputs, workdir, start)

@@ -35,14 +35,15 @@ def test_live_benchmark_smoke(tmp_path, capsys):
     out = tmp_path / "live.json"
     result = live.main(["--videos", "vtest.avi", "--frames", "24", "--scale", "0.1",
                         "--calibration", "8", "--window", "8", "--latency_frames", "8",
-                        "--repeats", "1", "--json", str(out)])
+                        "--latency", "pipeline3", "--repeats", "1", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     fixed, held, same = result["budget"]["vtest.avi"]
     assert fixed["row"] == "fixed" and fixed["schedule"] == held["schedule"].partition("@")[0]
     assert held["within"] == 1.0  # the budget holds in every window, by construction
     assert held["window_min"] >= 0.4 - 1e-9 and held["window_max"] <= 0.6 + 1e-9
     assert same["rate"] == pytest.approx(held["rate"], abs=0.15)
-    assert [r["schedule"] for r in result["latency"]][-1] == "pipeline3"
+    assert [r["schedule"] for r in result["latency"]] == ["pipeline3", fixed["schedule"],
+                                                           held["schedule"]]
     assert all(r["frames"] == 8 and r["p50"] <= r["p99"] <= r["max"] for r in result["latency"])
     assert result["export"]["ms_per_frame"]["exported"] > 0
     assert "p99/p50" in capsys.readouterr().out

@@ -90,21 +90,12 @@ def test_a_damaged_input_state_is_a_clear_error(tmp_path, damage, message):
         checkpoint.restore_input(tmp_path, 3)
 
 
-def _flip_fc6(step_dir) -> None:
-    """Flips a byte in the middle of the largest file of a step's params: fc6's kernel."""
-    path = max((p for p in (step_dir / "params").rglob("*") if p.is_file()),
-               key=lambda p: p.stat().st_size)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01  # a small change: no NaN
-    path.write_bytes(bytes(data))
-
-
 def test_a_step_without_its_digest_is_refused_unless_asked(tmp_path, monkeypatch, capsys):
-    """Issue 18.3: with the digest removed and a byte flipped, a step loaded wrong fc6."""
+    """Issue 18.3: with the digest removed and a byte flipped, a step loaded wrong fc6. (No
+    byte is flipped here: in a compressed chunk a flip may make NaNs, refused for that.)"""
     params = nnx.state(model.narrow_fcn8s(5, rngs=nnx.Rngs(0)))
     checkpoint.save(tmp_path, 3, params, optax.sgd(0.1).init(params))
     shutil.rmtree(tmp_path / "3" / "digest")
-    _flip_fc6(tmp_path / "3")
     net = model.narrow_fcn8s(5, rngs=nnx.Rngs(1))
     with pytest.raises(checkpoint.CheckpointError,
                        match=r"step 3 .* has no digest of its params, so damage to it cannot "
@@ -113,7 +104,7 @@ def test_a_step_without_its_digest_is_refused_unless_asked(tmp_path, monkeypatch
     monkeypatch.setenv(checkpoint.UNCHECKED_ENV, "1")  # the opt-out, for steps saved before
     assert checkpoint.load_params(tmp_path, net) == 3
     assert "has no digest of its params: loaded unchecked" in capsys.readouterr().err
-    assert not _leaves_equal(nnx.state(net), params)  # the flipped byte went unseen, as asked
+    assert _leaves_equal(nnx.state(net), params)  # loaded, unchecked, as asked
 
 
 def test_nan_in_a_checkpoint_is_refused_naming_the_layer(tmp_path):

@@ -658,18 +658,20 @@ def test_fuzz_engine(net, shape, dtype, poison, schedule):
 def test_two_evaluations_on_one_empty_cache_train_the_model_once(tmp_path):
     """Started together on an empty cache: the second waits for the first's training (saying
     so) and loads what it saved, instead of both writing one checkpoint directory."""
-    steps = 60  # long enough that the second starts while the first trains
+    steps = 80  # seconds of training: the second starts while the first trains
     config = tiny.get_config()
-    config.train.steps = steps
+    config.train.steps, config.data.num_videos = steps, 1  # as the flags below say
     env = dict(os.environ, CWFCN_CACHE=str(tmp_path / "cache"))
     models = evaluate_lib.model_cache_dir(config, env)
     argv = [sys.executable, "evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
-            f"--config.train.steps={steps}", "--repeats", "1"]
+            f"--config.train.steps={steps}", "--repeats", "1", "--schedule", "oracle",
+            "--config.data.num_videos=1"]
     logs = [tmp_path / "a.txt", tmp_path / "b.txt"]
     with logs[0].open("w") as err:
         first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env)
     try:
-        _wait_for(first, lambda: _logged_step(models))  # training, the workdir held
+        lock = models / checkpoint.LOCK_FILE  # training: the workdir held
+        _wait_for(first, lambda: lock.is_file() and f"pid {first.pid} " in lock.read_text())
         with logs[1].open("w") as err:
             second = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
                                     env=env, timeout=600)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import jax
@@ -20,7 +21,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import tiny
-from cwfcn import model, train_lib, weights
+from cwfcn import checkpoint, model, train_lib, weights
 from cwfcn.data import datasets, synthetic, training
 
 UPSAMPLERS = ("upscore2", "upscore_pool4")
@@ -262,6 +263,17 @@ def test_metrics_log_appends_and_resumes_with_validation(tmp_path):
         total += int(valid.sum())
     assert records[-1]["step"] == 4 and "val_pixel_acc" in records[-1]
     assert records[-1]["val_pixel_acc"] == pytest.approx(correct / total, abs=1e-6)
+
+    # A run killed after logging steps 3-4 but before saving step 4 (and mid-row): the rerun
+    # resumes from step 2 and logs 3-4 again, once each, the torn row gone.
+    shutil.rmtree(tmp_path / "4")
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "lo')
+    assert checkpoint.latest_step(tmp_path) == 2
+    train_lib.train(config, str(tmp_path))
+    records = _records(tmp_path)
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if "val_mean_iu" in r] == [2, 4]
 
 
 def test_validation_scenes_are_held_out():
