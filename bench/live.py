@@ -80,12 +80,11 @@ def _budget_rows(net, frames: np.ndarray, rate: float, window: int, tol: float,
         out = clockwork.run(net, frames, spec)
         fired = np.asarray(out.fired)[:, -1]
         rates = control.window_rates(fired, window)
-        lo, hi = control.bounds(schedules_lib.parse_schedule(f"adaptive@{rate}/{window}/{tol}"))
-        counts = np.rint(rates * window)
+        budget = schedules_lib.parse_schedule(f"adaptive@{rate}/{window}/{tol}")
         return {"row": name, "schedule": clockwork.parse_schedule(spec).name,
                 "rate": float(fired.mean()), "window_min": float(rates.min()),
                 "window_max": float(rates.max()),
-                "within": float(np.mean((counts >= lo) & (counts <= hi))),
+                "within": control.within_budget(rates, budget),
                 "iu_vs_oracle": _agreement(np.asarray(out.scores).argmax(-1), oracle,
                                            net.num_classes)}
 

@@ -33,7 +33,7 @@ import numpy as np
 from cwfcn.schedules import Schedule
 
 __all__ = ["GAIN", "THETA_MIN", "Control", "bounds", "decide", "init_control", "rate_for_ms",
-           "window_rates"]
+           "window_rates", "within_budget"]
 
 GAIN = 0.1  # log-theta step per frame: about one e-fold in 1 / GAIN frames of steady error
 THETA_MIN = 1e-4  # a floor, so that a multiplicative update can always climb back
@@ -123,6 +123,14 @@ def window_rates(fired: np.ndarray, window: int) -> np.ndarray:
         return np.zeros((0,))
     sums = np.convolve(fired, np.ones(window), "valid")
     return sums / window
+
+
+def within_budget(rates: np.ndarray, schedule: Schedule) -> float:
+    """The fraction of `window_rates` (windows of the schedule's W) that fire between the
+    budget's lo and hi times (`bounds`); `schedule` must have a target."""
+    lo, hi = bounds(schedule)
+    counts = np.rint(np.asarray(rates) * schedule.window)
+    return float(np.mean((counts >= lo) & (counts <= hi)))
 
 
 def rate_for_ms(target_ms: float, full_ms: float, cheap_ms: float) -> float:

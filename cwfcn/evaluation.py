@@ -707,9 +707,7 @@ def window_rate(records: Sequence[dict], schedule: clockwork.Schedule) -> dict |
                             for r in records])
     within = None
     if schedule.target_rate is not None and len(rates):
-        lo, hi = control.bounds(schedule)
-        counts = np.rint(rates * window)
-        within = float(np.mean((counts >= lo) & (counts <= hi)))
+        within = control.within_budget(rates, schedule)
     stats = ((float(rates.min()), float(rates.max()), float(rates.mean())) if len(rates)
              else (None, None, None))
     return {"window": window, **dict(zip(("min", "max", "mean"), stats, strict=True)),
