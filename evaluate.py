@@ -14,17 +14,17 @@ default configs/sample.py, the sample model) into the cache and reused afterward
 Multi-host (--coordinator, --num_processes, --process_id, as train.py): process i runs
 videos i, i + P, ... and the per-video results are gathered, so the metrics equal one
 process's; process 0 alone prints the table and writes --output, --plot and --video_out.
-Each process keeps its own resume journal (<output>.p<i>.partial.jsonl). A multi-host run
+Each process keeps its own resume journal (<output>.p<i>.partial.jsonl); a process that dies
+ends the others within distributed.PEER_TIMEOUT_S (30 s), naming it. A multi-host run
 does not train: pass --checkpoint, or let a one-process run cache the config's model first.
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from cwfcn import cli, clockwork, distributed, evaluate_lib, schedules
 from cwfcn.data import protocol, sources
 
-config_flags.DEFINE_config_file("config", "configs/sample.py", "Config file.", lock_config=True)
+cli.define_config("evaluate.py", "configs/sample.py")  # a bad --flagfile or --config ends here
 flags.DEFINE_string("schedule", "adaptive",
                     "Schedule, comma-separated schedules, or 'all' "
                     f"({', '.join(clockwork.ALL_SCHEDULES)}). {clockwork.SCHEDULE_HELP}. "
@@ -82,16 +82,21 @@ FLAGS = flags.FLAGS
 
 
 def evaluate() -> None:
-    """The whole job (`evaluate_lib.evaluate`) with the flags' values."""
+    """The whole job (`evaluate_lib.evaluate`) with the flags' values; in a multi-host run,
+    a process that dies ends the others within `distributed.PEER_TIMEOUT_S`, naming it."""
     distributed.initialize_from_flags()
-    evaluate_lib.evaluate(
-        FLAGS.config, schedule=FLAGS.schedule, theta=FLAGS.theta, data=FLAGS.data,
-        data_dir=FLAGS.data_dir, checkpoint_path=FLAGS.checkpoint, baselines=FLAGS.baselines,
-        phase=FLAGS.phase, target_rate=FLAGS.target_rate,
-        calibration_frames=FLAGS.calibration_frames, max_frames=FLAGS.max_frames,
-        dtype=FLAGS.dtype, plot=FLAGS.plot, video_out=FLAGS.video_out, output=FLAGS.output,
-        repeats=FLAGS.repeats, target_ms=FLAGS.target_ms, rate_window=FLAGS.rate_window,
-        rate_tolerance=FLAGS.rate_tolerance, live=FLAGS.live)
+    resume = " (each resumes from its journal)" if FLAGS.output else ""
+    with distributed.watch_peers(lambda lost: cli.fail(  # a dead process: the others end too
+            "evaluate.py", f"{lost}; rerun all processes{resume}")):
+        evaluate_lib.evaluate(
+            FLAGS.config, schedule=FLAGS.schedule, theta=FLAGS.theta, data=FLAGS.data,
+            data_dir=FLAGS.data_dir, checkpoint_path=FLAGS.checkpoint,
+            baselines=FLAGS.baselines, phase=FLAGS.phase, target_rate=FLAGS.target_rate,
+            calibration_frames=FLAGS.calibration_frames, max_frames=FLAGS.max_frames,
+            dtype=FLAGS.dtype, plot=FLAGS.plot, video_out=FLAGS.video_out,
+            output=FLAGS.output, repeats=FLAGS.repeats, target_ms=FLAGS.target_ms,
+            rate_window=FLAGS.rate_window, rate_tolerance=FLAGS.rate_tolerance,
+            live=FLAGS.live)
 
 
 if __name__ == "__main__":

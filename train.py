@@ -21,11 +21,10 @@ JAX_NUM_PROCESSES, JAX_PROCESS_ID) the processes of a multi-host run train as on
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from cwfcn import cli, distributed, train_lib
 
-config_flags.DEFINE_config_file("config", "configs/default.py", "Config file.", lock_config=True)
+cli.define_config("train.py", "configs/default.py")  # a bad --flagfile or --config ends here
 flags.DEFINE_string("workdir", None, "Checkpoints go here; a run resumes from the latest.")
 flags.DEFINE_bool("data_parallel", False,
                   "Shard each batch over every device (always on with several processes).")
@@ -35,12 +34,18 @@ FLAGS = flags.FLAGS
 
 def train() -> None:
     """The whole job (`train_lib.train_job`) with the flags' values, stopped between steps
-    by SIGINT or SIGTERM."""
+    by SIGINT or SIGTERM; in a multi-host run, a process that dies (or is stopped so) ends
+    the others within `distributed.PEER_TIMEOUT_S`, naming it."""
+    if FLAGS.workdir is not None and not FLAGS.workdir.strip():  # else a directory named " "
+        raise ValueError("--workdir is empty: give a path, or leave the flag out")
     distributed.initialize_from_flags()
     with cli.deferred_signals("train.py") as stop:
         try:
-            summary = train_lib.train_job(FLAGS.config, FLAGS.workdir,
-                                          data_parallel=FLAGS.data_parallel, stop=stop)
+            with distributed.watch_peers(lambda lost: cli.fail(  # a dead or stopped process:
+                    "train.py",  # the others end too
+                    f"{lost}; rerun all processes: they resume from the latest checkpoint")):
+                summary = train_lib.train_job(FLAGS.config, FLAGS.workdir,
+                                              data_parallel=FLAGS.data_parallel, stop=stop)
         except train_lib.Interrupted as e:
             resume = " (rerun the same command to resume from it)" if e.checkpoint else ""
             cli.exit_now(f"train.py: {e}{resume}", cli.signal_status(e.signum))

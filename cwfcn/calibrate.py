@@ -129,11 +129,21 @@ class ClockRun(NamedTuple):
     denominator: int
 
 
-def clip_runs(net: nnx.Module, clips: Iterable[protocol.Clip], mean_bgr: Sequence[float]
-              ) -> list[ClockRun]:
-    """The clock maps of every clip (a data set's adaptive protocol, `Source.clips`)."""
-    return [ClockRun(clock_maps(net, model.preprocess(clip.frames, mean_bgr)), clip.counted,
-                     clip.denominator) for clip in clips]
+def clip_runs(net: nnx.Module, clips: Iterable[protocol.Clip | protocol.StreamClip],
+              mean_bgr: Sequence[float]) -> list[ClockRun]:
+    """The clock maps of every clip (a data set's adaptive protocol, `Source.clips`); a
+    `StreamClip` is read chunk by chunk (its maps are what is kept: 1/16 of the frames'
+    pixels), every frame counted."""
+    runs = []
+    for clip in clips:
+        if isinstance(clip, protocol.Clip):
+            runs.append(ClockRun(clock_maps(net, model.preprocess(clip.frames, mean_bgr)),
+                                 clip.counted, clip.denominator))
+            continue
+        maps = np.concatenate([clock_maps(net, model.preprocess(part, mean_bgr))[:length]
+                               for part, length in clip.chunks(clockwork.DEFAULT_CHUNK)])
+        runs.append(ClockRun(maps, tuple(range(len(maps))), len(maps)))
+    return runs
 
 
 def _fired_counts(dist: np.ndarray, counted: tuple[int, ...], thetas: np.ndarray) -> np.ndarray:

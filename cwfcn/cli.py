@@ -9,16 +9,19 @@ and exit status 2, never a traceback. Ctrl-C ends it with one line and status 13
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
 import signal
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from cwfcn import compilation
 from cwfcn.data.samples import SampleFetchError
@@ -28,6 +31,13 @@ USAGE_ERROR = 2  # the exit status of bad input, as argparse's
 # one of these (tests/test_reliability.py checks), so none ends in a traceback.
 ERRORS = (ValueError, OSError, SampleFetchError)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what `deferred_signals` defers
+# glibc gives threads that allocate heaps of their own ("arenas", up to 8 a core) and keeps
+# what is freed in them: the frames a decode thread makes and the main thread frees would
+# raise a long video's peak memory with its length. Two keep it flat (bench/memory.py).
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+_OVERRIDE = re.compile(r"--?(no)?config(\.[A-Za-z_]\w*|\[-?\d+\])+")  # --config.a.b, a[0]
+_HELP = ("help", "helpfull", "helpshort", "helpxml", "?")  # absl's help flags
 
 
 def signal_status(signum: int) -> int:
@@ -103,34 +113,145 @@ def _undash(arg: str) -> str:
     return name + eq + value
 
 
+def _flag_file_error(flag: str, path: str) -> str | None:
+    """Why the file `path` of `flag` cannot be read to its end, or None if it can."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"{flag} {path!r}: {e.strerror or e}: check its path"
+    if stat.S_ISDIR(mode):
+        return f"{flag} {path!r} is a directory: pass a file"
+    if not stat.S_ISREG(mode):  # a device (/dev/zero, /dev/full) never ends, a FIFO waits
+        return f"{flag} {path!r} is not a regular file (a device or a pipe): pass a file"
+    return None
+
+
+def check_flag_files(prog: str, argv: list[str], depth: int = 0) -> None:
+    """Ends the program through `fail` unless each --flagfile (nested ones too) and the
+    --config file of `argv` is a regular file: absl and ml_collections read them whole, at
+    import and while parsing, so /dev/zero would never end, a FIFO wait forever and a
+    missing flag file end in absl's traceback."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--":  # the flags end here
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or name not in ("flagfile", "config"):
+            continue
+        if not eq:
+            value = next(args, None)
+            if value is None:
+                return  # absl reports the missing value
+        if not value:
+            continue  # an empty --flagfile is ignored; an empty --config fails in the parser
+        path = value.split(":", 1)[0] if name == "config" else value  # config.py:ARG
+        if (error := _flag_file_error(f"--{name}", path)) is not None:
+            fail(prog, error)
+        if name == "flagfile" and depth < 10:  # absl stops a longer chain as circular
+            try:
+                with open(path, errors="replace") as f:
+                    lines = [line.strip() for line in f]
+            except OSError as e:
+                fail(prog, f"--flagfile {path!r}: {e.strerror or e}: check its path")
+            check_flag_files(prog, [argv[0], *lines], depth + 1)
+
+
+def define_config(prog: str, default: str, *, program: bool | None = None) -> None:
+    """Defines the --config flag (a config file, `default` if not given, its overrides
+    --config.a.b=v). ml_collections reads sys.argv, --flagfile included, and loads the
+    config with its overrides (the default one: until --config is parsed) already here: bad
+    input ends the program through `fail`, as in `flags_parser`. `program`: whether this
+    runs as the program (not an import); None: when sys.argv[0] is `prog`."""
+    if program is None:
+        program = os.path.basename(sys.argv[0]) == prog
+    argv = sys.argv if program else None  # else an import
+    if argv is not None:
+        check_args(prog, argv)
+    try:
+        config_flags.DEFINE_config_file("config", default, "Config file.", lock_config=True)
+    except Exception as e:
+        if argv is None:
+            raise
+        fail_parse(prog, argv, e)
+
+
+def check_args(prog: str, args: list[str]) -> None:
+    """Ends the program through `fail` for what ml_collections and absl would not report in
+    a line: a bad flag file (`check_flag_files`) or a config override whose path is no
+    field's (--config.a-b: ml_collections would evaluate it as Python)."""
+    check_flag_files(prog, args)
+    for arg in args[1:]:
+        if arg == "--":
+            break
+        name = arg.partition("=")[0]
+        if re.match(r"--?(no)?config[.\[]", name) and not _OVERRIDE.fullmatch(name):
+            fail(prog, f"bad config override {name!r}: give a field's path, in underscores, "
+                       "e.g. --config.train.log_every=10")
+
+
+def _untraced(message: str) -> str:
+    """`message` with a traceback in it (ml_collections puts the config file's into its
+    error) cut to its last line, the exception itself."""
+    head, found, trace = message.partition("Traceback (most recent call last)")
+    if not found:
+        return message
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    head = head.replace("Error whilst parsing config file", "").rstrip(" :\n")
+    return f"{head}: the config file raised {lines[-1] if lines else 'an error'}"
+
+
+def fail_parse(prog: str, args: list[str], error: Exception) -> NoReturn:
+    """Ends the program through `fail` for `error`, raised parsing the flags `args`."""
+    if isinstance(error, flags.Error):
+        fail(prog, f"{_untraced(str(error))} (see {prog} --helpfull)")
+    if isinstance(error, (AttributeError, KeyError)):  # the locked config lacks a key
+        key = re.search(r"(\w+)", str(error))
+        hint = re.search(r'Did you mean "(\w+)"', str(error))
+        overrides = [a.partition("=")[0] for a in args if a.startswith("--config.")]
+        fail(prog, f"unknown config key {key and key[1]!r} (in {' '.join(overrides)}): the "
+                   "config has no such field; "
+                   + (f"did you mean {hint[1]!r}?" if hint else
+                      "check the spelling against configs/default.py"))
+    if isinstance(error, ValueError):  # a flag's check outside absl's parser (--stderrthreshold)
+        fail(prog, f"{_untraced(str(error))} (see {prog} --helpfull)")
+    # the --config file itself: missing, or its code raised
+    fail(prog, f"cannot load the --config file ({error}): check its path and its code")
+
+
 def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
     """A `flags_parser` for `absl.app.run`: takes --foo-bar for --foo_bar, and ends a bad
-    flag, an unknown config key or a config file that does not load through `fail`."""
+    flag, an unknown config key or a config file that does not load through `fail`
+    (`check_args`, `fail_parse`); --help exits 0."""
 
     def parse(argv: list[str]) -> list[str]:
         args = [argv[0], *map(_undash, argv[1:])]
+        check_args(prog, args)
         try:
             return flags.FLAGS(args)
-        except flags.Error as e:
-            fail(prog, f"{e} (see {prog} --helpfull)")
-        except (AttributeError, KeyError) as e:  # ml_collections: the locked config lacks a key
-            key = re.search(r"(\w+)", str(e))
-            hint = re.search(r'Did you mean "(\w+)"', str(e))
-            overrides = [a.partition("=")[0] for a in args if a.startswith("--config.")]
-            fail(prog, f"unknown config key {key and key[1]!r} (in {' '.join(overrides)}): the "
-                       "config has no such field; "
-                       + (f"did you mean {hint[1]!r}?" if hint else
-                          "check the spelling against configs/default.py"))
-        except Exception as e:  # the --config file itself: missing, or its code raised
-            fail(prog, f"cannot load the --config file ({e}): check its path and its code")
+        except SystemExit as e:  # absl's --help and --helpfull exit 1 after the help
+            if e.code == 1 and any(a.lstrip("-").partition("=")[0] in _HELP for a in args):
+                sys.exit(0)
+            raise
+        except Exception as e:
+            fail_parse(prog, args, e)
 
     return parse
 
 
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Caps glibc's malloc arenas (`mallopt(M_ARENA_MAX)`) for this process; False where the
+    C library is not glibc. A program's choice, made once at its start (`main`)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
 def main(prog: str, job: Callable[[], None]) -> None:
     """Runs `job` as the program `prog` (absl `app.run`): the flags parsed by `flags_parser`,
-    orbax's per-file INFO logs off, the persistent compilation cache on, and bad input
-    ending through `fail`."""
+    orbax's per-file INFO logs off, the persistent compilation cache on, malloc's arenas
+    capped (`limit_malloc_arenas`), and bad input ending through `fail`."""
 
     def absl_main(argv: list[str]) -> None:
         if len(argv) > 1:  # absl passes what no flag took; a typo must not pass unnoticed
@@ -138,6 +259,7 @@ def main(prog: str, job: Callable[[], None]) -> None:
                        "with spaces needs quotes; see --helpfull)")
         absl_logging.set_verbosity(absl_logging.WARNING)
         compilation.enable_cache()
+        limit_malloc_arenas()
         run_or_fail(prog, job)
 
     app.run(absl_main, flags_parser=flags_parser(prog))

@@ -682,23 +682,37 @@ class CompiledRun:
         """The time spent compiling so far."""
         return sum(e.compile_seconds for e in (self._run, self._init, self._scan, self._argmax))
 
-    def compile(self, shape: tuple[int, ...]) -> float:
+    def compile(self, shape: tuple[int, ...], *, stream: bool = False) -> float:
         """Compiles for videos of `shape` `[T, H, W, 3]` (float32, preprocessed), running
-        nothing; returns the seconds it took (0 for a shape compiled already)."""
+        nothing; returns the seconds it took (0 for a shape compiled already). With
+        `stream`: what `start` and `advance` run on parts of `shape`."""
         shape = tuple(int(d) for d in shape)
         if len(shape) != 4 or shape[-1] != 3 or 0 in shape:
             raise ValueError(f"a video shape is [T, H, W, 3] with T, H, W >= 1, got {shape}")
         before = self.compile_seconds
-        if shape[0] <= self.chunk:
+        if shape[0] <= self.chunk and not stream:
             out = self._run.compile(self._params, jax.ShapeDtypeStruct(shape, jnp.float32))
             scores = out.out_info.scores
         else:
             state = self._init.compile(self._cast, frame_shape=shape[1:]).out_info
-            part = jax.ShapeDtypeStruct((self.chunk, *shape[1:]), jnp.float32)
+            part = jax.ShapeDtypeStruct((shape[0] if stream else self.chunk, *shape[1:]),
+                                        jnp.float32)
             scores = self._scan.compile(self._cast, state, part).out_info[1].scores
         if self.classes:
             self._argmax.compile(scores)
         return self.compile_seconds - before
+
+    def start(self, frame_shape: tuple[int, int, int]) -> ClockState:
+        """The clock state before a video's first frame, for `advance`."""
+        return self._init(self._cast, frame_shape=tuple(int(d) for d in frame_shape))
+
+    def advance(self, state: ClockState, part: jax.Array) -> tuple[ClockState, RunOutput]:
+        """Runs `part` float32 `[t, H, W, 3]` (preprocessed) from `state`: `(the state after
+        it, its RunOutput)` on the device (class maps for `classes`). These are the chunked
+        `run`'s programs: `start`, then `advance` on each part of a video read as it comes,
+        gives `run`'s outputs."""
+        state, out = self._scan(self._cast, state, part)
+        return state, self._maps(out)
 
     def __call__(self, frames: jax.Array | np.ndarray) -> RunOutput:
         """`run(net, frames, schedule, dtype=, chunk=)` (class maps for `classes`): one
@@ -709,12 +723,9 @@ class CompiledRun:
         if len(frames) <= self.chunk:
             return self._maps(self._run(self._params, jnp.asarray(frames)))
 
-        def scan(state: ClockState, part: jax.Array) -> tuple[ClockState, RunOutput]:
-            state, out = self._scan(self._cast, state, part)
-            return state, self._maps(out)  # on the whole chunk: one shape, compiled
-
-        state = self._init(self._cast, frame_shape=tuple(frames.shape[1:]))
-        parts = [jax.device_get(out) for out in _chunked(state, scan, frames, self.chunk)]
+        state = self.start(frames.shape[1:])  # the maps on whole chunks: one shape, compiled
+        parts = [jax.device_get(out)
+                 for out in _chunked(state, self.advance, frames, self.chunk)]
         return RunOutput(*(np.concatenate(leaf) for leaf in zip(*parts, strict=True)))
 
     def _maps(self, out: RunOutput) -> RunOutput:

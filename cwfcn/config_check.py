@@ -43,6 +43,11 @@ def _parses(parse: Callable[[object], object]) -> Callable[[object], bool]:
 # A band radius above this covers any frame of the paper's data sets whole (the paper's is
 # 5 px); far above it, the disk alone takes gigabytes (100000: 40 GB).
 MAX_BOUNDARY_RADIUS = 512
+# Far above any real image side or batch (Cityscapes: 2048 px; the paper's batch: 1-20), far
+# below what would fill the memory while the input workers hang (issue 17.8: a batch of 1e8
+# 48 px images, 2.7 TB, hung train.py in grain's workers).
+MAX_IMAGE_SIDE = 16384
+MAX_BATCH_SIZE = 65536
 
 # key -> (test, what is allowed). A key absent from the config is not checked.
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
@@ -56,7 +61,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     # set's mean (`datasets.mean_bgr_of`).
     "data.mean": (_parses(datasets.get),
                   f"one of {sorted(datasets.registry())} (the data set whose mean the net takes)"),
-    "data.size": (_positive, "an int >= 1 (pixels)"),
+    "data.size": (lambda n: 1 <= n <= MAX_IMAGE_SIDE, f"an int in [1, {MAX_IMAGE_SIDE}] (pixels)"),
     "data.shift": (_non_negative, "an int >= 0 (pixels per frame)"),
     "data.num_frames": (lambda t: t >= 3, "an int >= 3 (frames per translated video: frames "
                         "0-1 are never scored, as in the reference, so 3 is the least with a "
@@ -72,7 +77,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "optim.momentum": (lambda x: 0.0 <= x < 1.0, "in [0, 1)"),
     "optim.weight_decay": (lambda x: math.isfinite(x) and x >= 0, "a finite number >= 0"),
     "train.steps": (_non_negative, "an int >= 0"),
-    "train.batch_size": (_positive, "an int >= 1"),
+    "train.batch_size": (lambda n: 1 <= n <= MAX_BATCH_SIZE, f"an int in [1, {MAX_BATCH_SIZE}]"),
     "train.log_every": (_positive, "an int >= 1 (steps)"),
     "train.checkpoint_every": (_positive, "an int >= 1 (steps)"),
     "train.keep_checkpoints": (_positive, "an int >= 1"),

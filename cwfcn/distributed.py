@@ -12,13 +12,22 @@
   device's share of the streams under `jax.shard_map`, so every device keeps its own
   adaptive saving, and sums the confusion matrices and fired counts across devices.
 - `StagePipeline` runs a pipelined schedule with each stage on its own device.
+- `watch_peers` keeps a multi-host run from waiting on a dead process: every process
+  beats through the coordination service's key-value store and one that stops beating
+  for `PEER_TIMEOUT_S` is reported (the program ends, naming it); `all_arrived` is the
+  bounded wait before a collective (`evaluation._gather`), so none enters it with a dead
+  peer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -35,6 +44,21 @@ from cwfcn import batched, clockwork, metrics
 DATA_AXIS = "data"
 _ORBAX_BARRIER_FLAG = "experimental_orbax_use_distributed_barrier"  # defined by orbax
 ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+# A process of a multi-host run that sends no heartbeat for this long is lost (killed, its
+# host down): `watch_peers` ends every other within it (plus one beat). ENV_PEER_TIMEOUT
+# overrides it (the tests' shorter wait).
+PEER_TIMEOUT_S = 30.0
+ENV_PEER_TIMEOUT = "CWFCN_PEER_TIMEOUT_S"
+HEARTBEAT_PERIOD_S = 1.0  # how often each process beats and looks at the others' beats
+# JAX's own detection of a dead process, which aborts the others with a multi-page log:
+# later than ours, so that ours reports first.
+JAX_HEARTBEAT_TIMEOUT_S = 100
+_KEYS = "cwfcn/"  # this module's keys in the coordination service
+
+
+class PeerLost(ConnectionError):
+    """A process of a multi-host run stopped answering (killed, or its host lost), or stopped
+    on an error of its own."""
 
 
 def define_flags() -> None:
@@ -90,7 +114,8 @@ def initialize(
                          f"{num_processes} and {process_id}")
     # CPU devices of different processes reduce over gloo (the default may be none).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes, process_id)
+    jax.distributed.initialize(coordinator, num_processes, process_id,
+                               heartbeat_timeout_seconds=JAX_HEARTBEAT_TIMEOUT_S)
     # Orbax syncs hosts with a device collective by default, whose gloo context must form
     # within 30 s of the first host's arrival; the coordination service's barrier waits
     # orbax's own timeout (minutes), so a slow host does not fail the save.
@@ -119,6 +144,159 @@ def initialize_from_flags() -> bool:
     flag_values = flags.FLAGS
     return initialize(flag_values.coordinator, flag_values.num_processes,
                       flag_values.process_id)
+
+
+def _coordination() -> tuple[Any, int, int] | None:
+    """`jax.distributed`'s client of the coordination service, this process's index and the
+    process count; None in a one-process run.
+
+    Its key-value store has no public API in jax 0.10.2 (`multihost_utils` offers only
+    device collectives, which wait without bound for a dead process), so this is the one
+    use of `jax._src`. (It does not start the backend, as `jax.process_count()` does.)
+    """
+    from jax._src import distributed as jax_distributed
+
+    state = jax_distributed.global_state
+    if state.client is None or state.num_processes == 1:
+        return None
+    return state.client, state.process_id, state.num_processes
+
+
+def peer_timeout(env: dict[str, str] | None = None) -> float:
+    """`PEER_TIMEOUT_S`, or the seconds of `ENV_PEER_TIMEOUT` in `env` (default os.environ).
+
+    Raises:
+      ValueError: an `ENV_PEER_TIMEOUT` that is not a positive number.
+    """
+    value = (os.environ if env is None else env).get(ENV_PEER_TIMEOUT)
+    if value is None:
+        return PEER_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"{ENV_PEER_TIMEOUT}={value!r}: give a positive number of seconds")
+    return seconds
+
+
+class _Watch:
+    """`watch_peers`' state: this process's beats, the others' last beats, the gathers."""
+
+    def __init__(self, client, process: int, processes: int, timeout: float):
+        self.client, self.process, self.processes, self.timeout = (client, process, processes,
+                                                                   timeout)
+        self.barriers = 0  # `all_arrived` calls so far: the same count on every process
+        self.stop = threading.Event()
+
+    def beat(self, on_lost: Callable[[PeerLost], None]) -> None:
+        """The heartbeat thread: beats every `HEARTBEAT_PERIOD_S` and calls `on_lost` once
+        for the first process (another, or the coordinator's service) silent for `timeout`."""
+        now = time.monotonic()
+        last_beat = dict.fromkeys(range(self.processes), ("", now))  # process: (value, when)
+        answered = now  # the coordination service's last answer
+        count = 0
+        while not self.stop.wait(HEARTBEAT_PERIOD_S):
+            now, count = time.monotonic(), count + 1
+            try:
+                self.client.key_value_set(f"{_KEYS}beat/{self.process}", str(count),
+                                          allow_overwrite=True)
+                beats = dict(self.client.key_value_dir_get(f"{_KEYS}beat/"))
+                done = {k for k, _ in self.client.key_value_dir_get(f"{_KEYS}done/")}
+                failed = self.client.key_value_dir_get(f"{_KEYS}failed/")
+                answered = now
+            except jax.errors.JaxRuntimeError:  # a failed RPC: the service may be gone
+                beats, done, failed = {}, set(), []
+            if now - answered > self.timeout:
+                return on_lost(self.lost(0, "the coordinator"))
+            for key, error in failed:  # ended by an error of its own (or a signal)
+                peer = int(key.rpartition("/")[2])
+                if peer != self.process:
+                    return on_lost(PeerLost(f"process {peer} of {self.processes} stopped: "
+                                            f"{error}"))
+            for peer, (value, when) in last_beat.items():
+                if peer == self.process or f"{_KEYS}done/{peer}" in done:
+                    continue
+                new = beats.get(f"{_KEYS}beat/{peer}", value)
+                if new != value:
+                    last_beat[peer] = new, now
+                elif now - when > self.timeout:
+                    return on_lost(self.lost(peer))
+
+    def lost(self, peer: int, role: str = "") -> PeerLost:
+        what = f"process {peer} of {self.processes}" + (f" ({role})" if role else "")
+        return PeerLost(f"{what} stopped answering (no heartbeat for {self.timeout:.0f} s): "
+                        "it was killed, or its host is lost")
+
+
+_watch: _Watch | None = None  # the `watch_peers` in force (one per process)
+
+
+@contextlib.contextmanager
+def watch_peers(on_lost: Callable[[PeerLost], None], *,
+                timeout: float | None = None) -> Iterator[None]:
+    """Meanwhile, a multi-host run does not wait forever on a process that died.
+
+    A daemon thread sets this process's heartbeat in the coordination service every
+    `HEARTBEAT_PERIOD_S` and reads the others'; the first process with no new heartbeat
+    for `timeout` (default `peer_timeout()`: `PEER_TIMEOUT_S`, 30 s), or a coordination
+    service that stops answering as long, is passed to `on_lost` as a `PeerLost` naming
+    it, from that thread: `on_lost` must end the program (e.g. `cli.fail`, which exits at
+    once, whatever the main thread is waiting on). A process leaving the block says so:
+    then it is no longer watched, or, left by an exception, the others' `on_lost` gets
+    "process i of P stopped: <its error>" at their next beat. `all_arrived` waits,
+    meanwhile, for every process at a collective. Nothing happens in a one-process run.
+
+    Limit: when process 0, which serves the coordination service, dies, JAX's own client
+    in every other process aborts it at once (status 134, JAX's log on stderr): jax 0.10.2
+    offers no hook to stop that (its `missed_heartbeat_callback` cannot reach Python).
+    """
+    global _watch
+    coordination = _coordination()
+    if coordination is None:
+        yield
+        return
+    if _watch is not None:
+        raise ValueError("watch_peers is already in force in this process")
+    watch = _watch = _Watch(*coordination, peer_timeout() if timeout is None else timeout)
+    thread = threading.Thread(target=watch.beat, args=(on_lost,), name="cwfcn-heartbeat",
+                              daemon=True)
+    thread.start()
+    ended = ("done", "1")  # the peers stop watching this process
+    try:
+        yield
+    except BaseException as e:  # the peers end too, at once, saying why
+        ended = ("failed", " ".join(str(e).split()) or type(e).__name__)
+        raise
+    finally:
+        watch.stop.set()
+        thread.join()
+        _watch = None
+        with contextlib.suppress(jax.errors.JaxRuntimeError):
+            watch.client.key_value_set(f"{_KEYS}{ended[0]}/{watch.process}", ended[1],
+                                       allow_overwrite=True)
+
+
+def all_arrived() -> None:
+    """Waits until every process has called it as often as this one: before a collective,
+    which would wait without bound for a process that died (or fail naming none). Bounded
+    by `watch_peers`, which ends the program once a process that has not arrived is lost;
+    without one in force, returns at once."""
+    watch = _watch
+    if watch is None:
+        return
+    watch.barriers += 1
+    key = f"{_KEYS}arrived/{watch.barriers}/"
+    watch.client.key_value_set(f"{key}{watch.process}", "1")
+    for peer in range(watch.processes):
+        while True:  # until the peer arrives, or the heartbeat thread ends the program
+            try:
+                watch.client.blocking_key_value_get(f"{key}{peer}", 60_000)
+                break
+            except jax.errors.JaxRuntimeError as e:
+                if "DEADLINE_EXCEEDED" not in str(e):
+                    raise PeerLost(f"the coordination service failed while waiting for "
+                                   f"process {peer}: {e}") from e
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

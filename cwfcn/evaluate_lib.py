@@ -161,8 +161,8 @@ def calibrated_theta(net: nnx.Module, source: sources.Source, rate: float,
       The threshold.
     """
     if frames is not None:
-        first, _ = next(iter(source))
-        maps = calibrate.clock_maps(net, model.preprocess(first[:frames], source.mean_bgr))
+        first = source.first_frames(frames)
+        maps = calibrate.clock_maps(net, model.preprocess(first, source.mean_bgr))
         return calibrate.theta_for_rate(maps, rate)
     clips = source.clips(clockwork.parse_schedule("adaptive"))
     return calibrate.theta_for_rate_over(calibrate.clip_runs(net, clips, source.mean_bgr), rate)
@@ -177,8 +177,7 @@ def rate_for_budget(net: nnx.Module, source: sources.Source, target_ms: float,
     Raises:
       ValueError: a budget below what the stages before the last cost on their own.
     """
-    frames, _ = next(iter(source))
-    return _rate_for_ms(net, tuple(frames.shape[1:]), target_ms, dtype)
+    return _rate_for_ms(net, tuple(source.first_frames(1).shape[1:]), target_ms, dtype)
 
 
 def _rate_for_ms(net: nnx.Module, frame_shape: tuple[int, int, int], target_ms: float,
@@ -323,37 +322,75 @@ def class_names(config: ml_collections.ConfigDict, data: str,
     return tuple(record.classes) if len(record.classes) == num_classes else None
 
 
+class _Overlay:
+    """The overlay video, written as the class maps come (`ClipScorer.score`'s `on_maps`):
+    part by part, nothing held (`video.OverlayWriter`; a plain file, not a live run's
+    fragmented one). A write that fails stops the writing and is kept, raised by `close`:
+    the evaluation goes on, and its results are not lost to the video."""
+
+    def __init__(self, path: str | os.PathLike, source: sources.Source,
+                 class_names: Sequence[str] | None, fps: float):
+        self.path, self.lut, self.fps = path, source.pred_lut, fps
+        self.num_classes, self.class_names = source.num_classes, class_names
+        self.writer, self.error, self.frames = None, None, 0
+
+    def __call__(self, frames: np.ndarray, maps: np.ndarray, fired: np.ndarray) -> None:
+        if self.error is not None:
+            return
+        try:
+            if self.writer is None:
+                self.writer = video.OverlayWriter(
+                    self.path, num_classes=self.num_classes, class_names=self.class_names,
+                    num_stages=fired.shape[1], fps=self.fps, streaming=False)
+            maps = maps if self.lut is None else np.asarray(self.lut)[maps]
+            for frame, label, last in zip(frames, maps, fired[:, -1], strict=True):
+                self.writer.write(frame, label, fired=bool(last))
+                self.frames += 1
+        except (ValueError, OSError) as e:
+            self.error = e
+
+    def close(self) -> int:
+        """Closes the file; returns the frames written.
+
+        Raises:
+          ValueError, OSError: a write that failed.
+        """
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except (ValueError, OSError) as e:
+                self.error = self.error or e  # the first failure is the news
+        if self.error is not None:
+            raise self.error
+        return self.frames
+
+
 def write_overlay(path: str | os.PathLike, net: nnx.Module, source: sources.Source,
                   schedule: clockwork.Schedule, *, baseline_net: nnx.Module | None = None,
-                  fps: float = 25.0, scored: tuple | None = None,
-                  class_names: Sequence[str] | None = None) -> int:
-    """The first clip's segmentation under `schedule`, blended over its frames, with a
-    mark where the last stage fired ("SN fired") and a legend (`video.write_overlay`).
+                  fps: float = 25.0, class_names: Sequence[str] | None = None) -> int:
+    """The first clip's segmentation under `schedule`, run now and blended over its frames
+    as it goes, with a mark where the last stage fired ("SN fired") and a legend
+    (`video.OverlayWriter`). A video file is run part by part, never held whole.
 
     Args:
       path: the video file to write.
       net: the net evaluated.
       source: the data set (its first clip, mean and class mapping).
       schedule: the schedule.
-      baseline_net: a truncated baseline's own net (`evaluation.predict`).
+      baseline_net: a truncated baseline's own net (`evaluation.ClipScorer`).
       fps: frames per second of the video.
-      scored: (clip, class maps int [T, H, W], fired bool [T, N]) of that clip as the
-        evaluation ran it (`run_schedules`' `on_first_clip`); None: it is run now.
       class_names: the legend's names (`class_names`); None: colour squares only.
 
     Returns:
       The number of frames written.
     """
-    if scored is None:
-        clip = next(source.clips(schedule))
-        preds, fired, _ = evaluation.predict(net, model.preprocess(clip.frames, source.mean_bgr),
-                                             schedule, baseline_net=baseline_net)
-    else:
-        clip, preds, fired = scored
-    if source.pred_lut is not None:
-        preds = np.asarray(source.pred_lut)[preds]
-    return video.write_overlay(path, clip.frames, preds, num_classes=source.num_classes,
-                               fired=fired, fps=fps, class_names=class_names)
+    overlay = _Overlay(path, source, class_names, fps)
+    clip = next(source.clips(schedule))
+    if isinstance(clip, protocol.Clip):
+        clip = evaluation.label_clip(clip, source.num_classes)
+    evaluation.ClipScorer(net, schedule, mean_bgr=source.mean_bgr, pred_lut=source.pred_lut,
+                          baseline_net=baseline_net).score(clip, overlay)
+    return overlay.close()
 
 
 def _parse_options(config, schedule: str, theta: str, target_rate: float | None,
@@ -497,13 +534,14 @@ def evaluate(
         if len(journal):
             _say(f"resuming: {len(journal)} clips done earlier ({journal.path})")
     load_s = time.perf_counter() - started  # the data listed, the nets loaded or trained
-    first_clip = []  # the last schedule's first clip as scored, for the overlay
+    names = class_names(config, data, source.num_classes)
+    # The last schedule's first clip, written as it is scored (part by part for a file).
+    scored_overlay = _Overlay(video_out, source, names, 25.0) if video_out else None
     rows = run_schedules(net, source, to_run, phase=phase,
                          boundary_radius=config.clock.boundary_radius, dtype=dtype,
                          baseline_nets=baseline_nets, journal=journal,
                          shard=(process, processes) if processes > 1 else None, repeats=repeats,
-                         on_first_clip=(lambda *scored: first_clip.append(scored))
-                         if video_out else None)
+                         on_first_clip=scored_overlay)
     if process != 0:  # process 0 alone reports
         if journal is not None:
             journal.remove()
@@ -526,10 +564,11 @@ def evaluate(
         journal.remove()
 
     def overlay() -> None:
-        frames = write_overlay(video_out, net, source, to_run[-1],
-                               baseline_net=_baseline_net(to_run[-1], baseline_nets),
-                               scored=first_clip[0] if first_clip else None,
-                               class_names=class_names(config, data, source.num_classes))
+        frames = scored_overlay.close()
+        if not frames:  # its clip came from the journal: run it now
+            frames = write_overlay(video_out, net, source, to_run[-1],
+                                   baseline_net=_baseline_net(to_run[-1], baseline_nets),
+                                   class_names=names)
         _say(f"video: {video_out} ({frames} frames, {rows[-1]['schedule']})")
 
     failed = []  # each output on its own: one that fails does not stop the next

@@ -38,6 +38,7 @@ from cwfcn import (
     compilation,
     control,
     cost,
+    distributed,
     metrics,
     model,
     results,
@@ -51,6 +52,9 @@ from cwfcn.data.translate import SCORED_FRAMES
 Video = tuple[np.ndarray, np.ndarray]  # frames uint8 RGB [T, H, W, 3], labels uint8 [T, H, W]
 # The layout of a clip's record (`ClipScorer.score`); a journal made with another is stale.
 RECORD_FORMAT = 5
+# What one part of a video file run as it is read may hold: its frames and the net's scores,
+# float32 (768x576 and 21 classes: 6 frames a part; 720p: 3; 4000x3000: 1).
+STREAM_PART_BYTES = 256 * 2**20
 # VSPW's video consistency windows: the row's mvc_8 and mvc_16 (`metrics.video_consistency`).
 VC_WINDOWS = (8, 16)
 # Mean IU by the frames since the last stage fired: ages 0..AGE_BUCKETS-1, then one bucket
@@ -113,18 +117,32 @@ class _CompiledBaseline:
         chunk = clockwork.DEFAULT_CHUNK
         return [slice(i, min(i + chunk, length)) for i in range(0, length, chunk)]
 
-    def compile(self, shape: tuple[int, ...]) -> None:
-        """Compiles for videos of `shape` `[T, H, W, 3]`, running nothing."""
-        for part in self._chunks(shape[0]):
+    def compile(self, shape: tuple[int, ...], *, stream: bool = False) -> None:
+        """Compiles for videos of `shape` `[T, H, W, 3]` (with `stream`: parts of that
+        shape, `advance`), running nothing."""
+        for part in [slice(0, shape[0])] if stream else self._chunks(shape[0]):
             self._classes.compile(self._params, jax.ShapeDtypeStruct(
                 (part.stop - part.start, *shape[1:]), self._dtype))
 
     def __call__(self, frames):
         preds = [self._classes(self._params, jnp.asarray(frames[part], self._dtype))
                  for part in self._chunks(len(frames))]
-        fired = np.zeros((len(frames), self._stages), bool)  # one column per stage of the net
+        return jnp.concatenate(preds), *self._clock(len(frames))
+
+    def _clock(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(fired, change) of `length` frames: the stages kept fire on every one."""
+        fired = np.zeros((length, self._stages), bool)  # one column per stage of the net
         fired[:, : self._keep] = True
-        return jnp.concatenate(preds), fired, np.zeros(len(frames), np.float32)
+        return fired, np.zeros(length, np.float32)
+
+    def start(self, frame_shape: tuple[int, int, int]) -> None:
+        """No state: every frame runs alone (`clockwork.CompiledRun.start`'s place)."""
+        del frame_shape
+
+    def advance(self, state: None, part) -> tuple[None, tuple]:
+        """`(None, (preds, fired, change))` of `part` `[t, H, W, 3]` (`CompiledRun.advance`)."""
+        preds = self._classes(self._params, jnp.asarray(part, self._dtype))
+        return state, (preds, *self._clock(len(part)))
 
 
 def _compiled_maps(net, schedule: clockwork.Schedule, dtype, baseline_net
@@ -217,6 +235,33 @@ def _clip_statistics(labels, bands, scored, preds, fired_last, lut, num_classes:
     return hist, band_hist, metrics.temporal_difference(preds), vc, age_hist, age_frames
 
 
+@jax.jit
+def _part_changes(before, preds, lut, length):
+    """The sum, over the first `length` frames of a part, of the fraction of pixels whose
+    (mapped) class differs from the frame before: `metrics.temporal_difference`'s terms,
+    a video read part by part (the padding after `length` left out).
+
+    Args:
+      before: int `[H, W]`, the frame before the part's first (the previous part's last;
+        the first frame itself at a video's start: frame 0 counts 0); preds: int
+        `[t, H, W]`, the net's classes; lut: int32 `[K]`; length: int32 `[]`.
+
+    Returns:
+      float32 `[]`.
+    """
+    preds = lut[preds]
+    earlier = jnp.concatenate([lut[before][None], preds[:-1]])
+    changed = jnp.mean(preds != earlier, axis=(1, 2))
+    return jnp.sum(jnp.where(jnp.arange(len(preds)) < length, changed, 0.0))
+
+
+def part_frames(frame_shape: tuple[int, int, int], num_classes: int) -> int:
+    """The frames of one part of a stream (`ClipScorer.score`): `clockwork.DEFAULT_CHUNK`,
+    or fewer where its frames and scores (float32) would pass `STREAM_PART_BYTES`."""
+    per_frame = frame_shape[0] * frame_shape[1] * (3 + num_classes) * 4
+    return max(1, min(clockwork.DEFAULT_CHUNK, STREAM_PART_BYTES // per_frame))
+
+
 class LabelledClip(NamedTuple):
     """A clip ready for scoring: its labels checked, its scored frames' bands computed.
 
@@ -249,7 +294,8 @@ def _placed(k: int, videos: Iterable[protocol.Clip | Video], scored: slice
     (`protocol.clips`), or (i, 0) for the i-th item; a bare (frames, labels) video is a
     clip scoring `scored`."""
     for i, item in enumerate(videos):
-        clip = item if isinstance(item, protocol.Clip) else protocol.whole(*item, scored, str(i))
+        clip = (item if isinstance(item, protocol.Clip | protocol.StreamClip)
+                else protocol.whole(*item, scored, str(i)))
         yield clip.place or (i, 0), k, clip
 
 
@@ -257,11 +303,15 @@ def _labelled_clips(clips: Iterable[tuple[protocol.Place, int, protocol.Clip]],
                     num_classes: int, boundary_radius: int,
                     skip: Callable[[int, protocol.Place], bool]
                     ) -> Iterator[tuple[int, protocol.Place, LabelledClip | None]]:
-    """`label_clip` of each (place, schedule k, clip); None for the clips `skip(k, place)`
-    names (not checked or banded)."""
+    """`label_clip` of each (place, schedule k, clip) (a `StreamClip`, unlabelled, as it
+    is); None for the clips `skip(k, place)` names (not checked or banded)."""
     for place, k, clip in clips:
-        yield k, place, (None if skip(k, place)
-                         else label_clip(clip, num_classes, boundary_radius))
+        if skip(k, place):
+            yield k, place, None
+        elif isinstance(clip, protocol.StreamClip):
+            yield k, place, clip
+        else:
+            yield k, place, label_clip(clip, num_classes, boundary_radius)
 
 
 @dataclasses.dataclass
@@ -342,7 +392,6 @@ class ClipScorer:
       num_classes: the classes scored (`scored_classes`).
       compile_seconds: the time spent compiling so far.
       repeats: how many times each clip's run is timed (the first run's outputs count).
-      last_maps: the class maps int32 `[T, H, W]` of the clip scored last (None before).
     """
 
     def __init__(self, net: nnx.Module, schedule: str | clockwork.Schedule, *,
@@ -368,48 +417,66 @@ class ClipScorer:
         self._maps = _compiled_maps(net, self.schedule, self.dtype, baseline_net)
         self._statistics = compilation.Executables(_clip_statistics,
                                                    num_classes=self.num_classes)
+        self._changes = compilation.Executables(_part_changes)
+        # One fused program, one float32 buffer a part (eager ops would make three).
+        self._preprocess = jax.jit(functools.partial(model.preprocess, mean_bgr=mean_bgr))
         self._costs: dict[tuple[int, ...], _ShapeCosts] = {}
-        self.last_maps = None
 
     @property
     def compile_seconds(self) -> float:
         """The time spent compiling so far."""
-        return self._statistics.compile_seconds + self._maps.compile_seconds
+        return (self._statistics.compile_seconds + self._maps.compile_seconds
+                + self._changes.compile_seconds)
 
-    def score(self, labelled: LabelledClip) -> dict:
+    def score(self, labelled: LabelledClip | protocol.StreamClip,
+              on_maps: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None
+              ) -> dict:
         """One clip's record: its statistics (left on the device: `record_on_host` fetches
         them), its clock and its cost.
+
+        A `protocol.StreamClip` (a video file) is run as it is decoded, `part_frames` at
+        a time, its clock state carried: memory is bounded by a part, whatever
+        the video's length, and the outputs are those of one run over the whole video.
+        It has no labels: its confusions are zero, its frames all scored and counted.
+
+        Args:
+          labelled: the clip (`label_clip`), or a `protocol.StreamClip`.
+          on_maps: called with the frames uint8 `[t, H, W, 3]`, their class maps int
+            `[t, H, W]` (the net's classes) and firings bool `[t, N]`: once with the
+            whole clip, or part by part, in order, for a stream (an overlay written as
+            the run goes).
 
         Returns:
           A dict, the same keys as `record_on_host` gives: hist int `[C, C]` and band_hist
           (the band's) confusions, td (the temporal difference of the predictions on every
           frame), fired bool `[T, N]`, change float `[T]` (the adaptive clock's), frames
-          (T), seconds (the net and the argmax: the fastest of `repeats` timed runs),
-          seconds_runs (each run's), others_cpu_s (the CPU seconds other processes took
-          meanwhile, `timing.time_runs`), flops ((executed, dense) FLOPs in
-          full-net frames), fired_ref int `[N]` (firings on the frames the reference
-          counts), denominator (the frames it divides by), latency (a pipeline's modelled
-          (FLOPs, time) step latency, as fractions of the full net's; () otherwise),
-          vc int `[len(VC_WINDOWS), 2]` (video consistency counts (consistent, total) per
-          window length of `VC_WINDOWS`, `metrics.video_consistency_counts`, windows of
-          consecutive scored frames only), age_hist int `[AGE_BUCKETS + 1, C, C]` (the
-          confusion of the scored frames by their frames since the last stage fired,
+          (T), seconds (the net and the argmax: the fastest of `repeats` timed runs; a
+          stream's parts each their fastest), seconds_runs (each run's), others_cpu_s (the
+          CPU seconds other processes took meanwhile, `timing.time_runs`), flops ((executed,
+          dense) FLOPs in full-net frames), fired_ref int `[N]` (firings on the frames the
+          reference counts), denominator (the frames it divides by), latency (a pipeline's
+          modelled (FLOPs, time) step latency, as fractions of the full net's; ()
+          otherwise), vc int `[len(VC_WINDOWS), 2]` (video consistency counts (consistent,
+          total) per window length of `VC_WINDOWS`, `metrics.video_consistency_counts`,
+          windows of consecutive scored frames only), age_hist int `[AGE_BUCKETS + 1, C, C]`
+          (the confusion of the scored frames by their frames since the last stage fired,
           `AGE_BUCKETS` and more, or never, last) and age_frames int `[AGE_BUCKETS + 1]`
           (their scored frames).
         """
+        if isinstance(labelled, protocol.StreamClip):
+            return self._score_stream(labelled, on_maps)
         clip, labels, bands = labelled
         frames = model.preprocess(clip.frames, self.mean_bgr)
         scored = jnp.asarray(clip.scored, jnp.int32)
         if frames.shape not in self._costs:  # compile outside the timed region
-            self._maps.compile(frames.shape)
+            self._compile(frames.shape)
             preds = jax.ShapeDtypeStruct(frames.shape[:3], jnp.int32)  # the class maps
             fired_last = jax.ShapeDtypeStruct(frames.shape[:1], jnp.bool_)
             self._statistics.compile(labels, bands, scored, preds, fired_last, self.lut)
-            self._costs[frames.shape] = _ShapeCosts.count(
-                self.net, frames.shape[1:], self.schedule, self.dtype, self.baseline_net)
         out, runs = timing.time_runs(lambda: self._maps(frames), self.repeats)
         preds, fired, change = _split_maps(out)
-        self.last_maps = preds
+        if on_maps is not None:
+            on_maps(clip.frames, np.asarray(preds), fired)
         hist, band_hist, td, vc, age_hist, age_frames = self._statistics(
             labels, bands, scored, preds, np.asarray(fired, bool)[:, -1], self.lut)
         shape_costs = self._costs[frames.shape]
@@ -421,6 +488,58 @@ class ClipScorer:
             "fired_ref": np.asarray(fired)[list(clip.counted)].sum(0),
             "denominator": clip.denominator, "latency": shape_costs.latency or (),
             "vc": vc, "age_hist": age_hist, "age_frames": age_frames,
+        }
+
+    def _compile(self, shape: tuple[int, ...], *, stream: bool = False) -> None:
+        """Compiles the class maps for videos (with `stream`: parts) of `shape` and counts
+        what a frame of it costs."""
+        self._maps.compile(shape, stream=stream)
+        self._costs[shape] = _ShapeCosts.count(self.net, shape[1:], self.schedule, self.dtype,
+                                               self.baseline_net)
+
+    def _score_stream(self, clip: protocol.StreamClip, on_maps) -> dict:
+        """`score` of a stream: decoded a part ahead in a thread, run part by part."""
+        fired, change, fastest, runs_total, others = [], [], 0.0, np.zeros(self.repeats), 0.0
+        td, before, state, shape = 0.0, None, None, None
+        size = part_frames(clip.head(1).shape[1:], self.net.num_classes)
+        bar = tqdm(total=clip.length, desc=self.name, unit="frame", file=sys.stderr,
+                   leave=False)
+        with prefetch(clip.chunks(size), size=1) as parts, bar:
+            for part, length in parts:
+                bar.update(length)
+                frames = self._preprocess(part)
+                if shape is None:  # compile outside the timed region
+                    shape = frames.shape
+                    if shape not in self._costs:
+                        self._compile(shape, stream=True)
+                    state = self._maps.start(shape[1:])
+                (state, out), runs = timing.time_runs(
+                    functools.partial(self._maps.advance, state, frames), self.repeats)
+                preds, part_fired, part_change = out
+                before = preds[0] if before is None else before
+                td = td + self._changes(before, preds, self.lut, jnp.int32(length))
+                before = preds[length - 1]
+                fired.append(np.asarray(part_fired, bool)[:length])
+                change.append(np.asarray(part_change)[:length])
+                fastest += min(runs.seconds)
+                runs_total += runs.seconds
+                others += runs.others_cpu_s
+                if on_maps is not None:
+                    on_maps(part[:length], np.asarray(preds[:length]), fired[-1])
+                del part, frames, out, preds  # before the next part is made: one at a time
+        fired = np.concatenate(fired)
+        c, length = self.num_classes, len(fired)
+        ages = np.asarray(_age_buckets(jnp.asarray(fired[:, -1])))  # every frame is scored
+        return {
+            "hist": np.zeros((c, c), np.int64), "band_hist": np.zeros((c, c), np.int64),
+            "td": td / length, "fired": fired, "change": np.concatenate(change),
+            "frames": length, "seconds": fastest, "seconds_runs": runs_total.tolist(),
+            "others_cpu_s": others, "flops": self._costs[shape].clip_flops(fired),
+            "fired_ref": fired.sum(0), "denominator": length,
+            "latency": self._costs[shape].latency or (),
+            "vc": np.zeros((len(VC_WINDOWS), 2), np.int64),
+            "age_hist": np.zeros((AGE_BUCKETS + 1, c, c), np.int64),
+            "age_frames": np.bincount(ages, minlength=AGE_BUCKETS + 1),
         }
 
 
@@ -436,7 +555,10 @@ def record_on_host(record: dict) -> dict:
 
 def _gather(payload) -> list:
     """Every process's JSON-able `payload`, in process order: exchanged as JSON bytes with
-    `multihost_utils.process_allgather`, so floats and int64 counts cross exactly."""
+    `multihost_utils.process_allgather`, so floats and int64 counts cross exactly. Entered
+    once every process has arrived (`distributed.all_arrived`: under `watch_peers`, a
+    process that died meanwhile ends the others, named, instead of a wait without bound)."""
+    distributed.all_arrived()
     data = np.frombuffer(json.dumps(payload).encode(), np.uint8)
     sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32))[:, 0]
     padded = np.zeros(int(sizes.max()), np.uint8)
@@ -452,7 +574,7 @@ def evaluate_schedule(
     *,
     mean_bgr: Sequence[float],
     baseline_net: nnx.Module | None = None,
-    on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
+    on_first_clip: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
     **options,
 ) -> dict:
     """Runs one schedule over every clip and scores it: `ClipScorer.score` per clip, then
@@ -490,9 +612,10 @@ def evaluate_schedule(
         one process running them all (wall_s: the slowest process's).
       repeats: how many times each clip's run is timed, back to back (>= 1); its time is
         the fastest, and the row reports the spread over the runs (`add_speedups`).
-      on_first_clip: called with the clip at place (0, 0), its class maps int
-        `[T, H, W]` (the net's classes) and firings bool `[T, N]`, if this process scores
-        it (not when the journal holds it): an overlay video reuses the scored run.
+      on_first_clip: `ClipScorer.score`'s `on_maps` for the clip at place (0, 0) (its
+        frames, class maps and firings: at once, or part by part for a stream), if this
+        process scores it (not when the journal holds it): an overlay video written from
+        the scored run, as it goes.
 
     Returns:
       The table's row (`aggregate`), with compile_s: the time this process spent
@@ -521,7 +644,7 @@ def evaluate_schedules(
     baseline_nets: Sequence[nnx.Module | None] | None = None,
     journal: results.Journal | None = None,
     shard: tuple[int, int] | None = None,
-    on_first_clip: Callable[[protocol.Clip, np.ndarray, np.ndarray], None] | None = None,
+    on_first_clip: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
     repeats: int = 1,
     videos: int | None = None,
 ) -> list[dict]:
@@ -581,10 +704,8 @@ def evaluate_schedules(
                     records[k].append((place, journalled(k, place)))
                 continue
             start = time.perf_counter()
-            record = scorers[k].score(item)
-            if on_first_clip is not None and k == last and place == (0, 0):
-                on_first_clip(item.clip, np.asarray(scorers[k].last_maps),
-                              np.asarray(record["fired"]))
+            record = scorers[k].score(item, on_first_clip if (k, place) == (last, (0, 0))
+                                      else None)
             if journal is not None:
                 journal.add(scorers[k].name, place, record := record_on_host(record))
             records[k].append((place, record))

@@ -3,8 +3,11 @@
 import json
 
 import pytest
+from flax import nnx
 
 from bench import batched, data, forward, live, memory, pipeline, schedules, train
+from configs import tiny
+from cwfcn import checkpoint, train_lib
 
 
 @pytest.mark.slow
@@ -75,14 +78,21 @@ def test_forward_benchmark_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_memory_benchmark_smoke(tmp_path):
+    config = tiny.get_config()
+    checkpoint.save(tmp_path / "ck", 1, nnx.state(train_lib.build_net(config, nnx.Rngs(0))))
     result = memory.main(["--narrow", "--frames", "40", "--early", "10", "--size", "24",
-                          "--chunk", "8", "--json", str(tmp_path / "memory.json")])
+                          "--chunk", "8", "--json", str(tmp_path / "memory.json"),
+                          "--evaluate", "--eval_videos", "synthetic", "--eval_frames", "20",
+                          "--eval_size", "40x56", "--checkpoint", str(tmp_path / "ck")])
     modes = {m["mode"]: m for m in result["modes"]}
     assert set(modes) == {"step", "chunks"}
     for m in modes.values():
         assert m["frames"] == 40 and m["end"]["rss_mb"] >= m["early"]["rss_mb"] > 0
     assert modes["step"]["compiles"]["step"] == 1  # one stream, one shape: compiled once
     assert modes["chunks"]["compiles"]["scan"] == 1  # the padded last chunk included
+    (run,) = result["evaluations"]  # evaluate.py on a video file the benchmark wrote
+    assert run["size"] == [40, 56] and run["early"]["frames"] == 10
+    assert run["end"]["frames"] == 20 and run["end"]["rss_mb"] > 0
 
 
 def test_pipeline_benchmark_smoke(tmp_path):

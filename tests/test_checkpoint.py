@@ -1,6 +1,7 @@
 """Checkpoints round-trip exactly, keep the newest steps, and refuse a net they do not fit,
 damage they cannot detect (no digest), and NaN values; a run holds its workdir."""
 
+import errno
 import os
 import shutil
 
@@ -130,3 +131,29 @@ def test_a_held_workdir_is_refused_naming_its_holder(tmp_path):
     assert not (tmp_path / checkpoint.LOCK_FILE).exists()  # released and removed
     with checkpoint.hold_workdir(tmp_path):  # free again
         pass
+
+
+def test_a_full_disk_during_a_save_keeps_every_earlier_step(tmp_path, monkeypatch):
+    """Issue 17.8: ENOSPC while step 6 is written (its JSON items; tests/test_reliability.py
+    fills a real disk on a first save) is a CheckpointError saying so, and steps 2 and 4
+    (max_to_keep 2: neither deleted for the failed one) are still there, 4 restoring."""
+    from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
+    params = nnx.state(model.narrow_fcn8s(5, rngs=nnx.Rngs(0)))
+    for step in (2, 4):
+        checkpoint.save(tmp_path, step, jax.tree.map(lambda x, s=step: x + s, params),
+                        max_to_keep=2)
+
+    async def disk_full(self, item, directory):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as full:
+        full.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", disk_full)
+        with pytest.raises(checkpoint.CheckpointError,
+                           match=r"cannot write checkpoint step 6 .*No space left on device.*"
+                                 r"is the disk full.*the earlier steps there are intact"):
+            checkpoint.save(tmp_path, 6, params, max_to_keep=2)
+    assert checkpoint.latest_step(tmp_path) == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["2", "4"]
+    step, restored, _ = checkpoint.restore(tmp_path, params)  # digests checked
+    assert step == 4 and _leaves_equal(restored, jax.tree.map(lambda x: x + 4, params))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from cwfcn import model, schedules, train_lib
+from cwfcn import cli, model, schedules, train_lib
 from cwfcn.data import datasets, samples, video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,3 +268,8 @@ def test_the_readmes_schedules_and_explicit_periods_parse():
         (1, 1, 1), (1, 2, 4)]
     assert [s.name for s in schedules.parse_schedules("periods:1,2,4", [])] == [
         "oracle", "periods:1,2,4"]
+
+
+def test_malloc_arenas_are_capped_where_the_c_library_is_glibc():
+    """bench/memory.py: a long video's peak grows with its length without the cap."""
+    assert cli.limit_malloc_arenas(cli.MALLOC_ARENAS) is (platform.libc_ver()[0] == "glibc")

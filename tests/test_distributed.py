@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -21,6 +23,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import tiny
 from cwfcn import checkpoint, clockwork, distributed, evaluation, metrics, model, train_lib
 from cwfcn.data import samples
 from tests import distributed_worker as worker
@@ -129,6 +132,17 @@ def test_initialize_reads_arguments_then_environment():
                                     "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "x"})
 
 
+def test_peer_timeout_is_the_constant_or_the_environment():
+    assert distributed.peer_timeout({}) == distributed.PEER_TIMEOUT_S
+    assert distributed.PEER_TIMEOUT_S < distributed.JAX_HEARTBEAT_TIMEOUT_S  # ours ends first
+    assert distributed.peer_timeout({distributed.ENV_PEER_TIMEOUT: "2.5"}) == 2.5
+    for bad in ("0", "-1", "x", "nan"):
+        with pytest.raises(ValueError, match=distributed.ENV_PEER_TIMEOUT):
+            distributed.peer_timeout({distributed.ENV_PEER_TIMEOUT: bad})
+    with distributed.watch_peers(lambda lost: None):  # one process: nothing to watch
+        distributed.all_arrived()
+
+
 def test_meshes_of_this_process_and_bad_sizes():
     """Whatever the device count (1 here, 4 with forced host devices, several GPUs)."""
     devices = jax.device_count()
@@ -209,6 +223,49 @@ def test_two_process_evaluate_equals_one(tmp_path):
     assert all(r["videos"] == 3 for r in one)
     assert two == one
     assert not list(tmp_path.glob("*.partial.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_dead_process_ends_the_others_naming_it(tmp_path):
+    """Issue 17: process 1 of a two-process evaluate.py SIGKILLed mid-run left process 0
+    waiting (the all-gather) for minutes. Now process 0 exits with status 2 within the peer
+    timeout (shortened here), on one line naming process 1, and keeps its journal."""
+    timeout = 5  # distributed.ENV_PEER_TIMEOUT: PEER_TIMEOUT_S (30 s) is too long a wait
+    checkpoint.save(tmp_path / "ck", 2, nnx.state(train_lib.build_net(tiny.get_config(),
+                                                                      nnx.Rngs(0))))
+    output = tmp_path / "out.json"
+    args = ["evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
+            "--schedule", "oracle", "--repeats=1", f"--checkpoint={tmp_path / 'ck'}",
+            f"--output={output}"]  # 2 videos: one clip each; nothing trained
+    env = _env(1, {distributed.ENV_PEER_TIMEOUT: str(timeout)})
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, *args, f"--coordinator=localhost:{port}",
+                               "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    journals = [Path(f"{output}.p{i}.partial.jsonl") for i in range(2)]
+    try:
+        start = time.monotonic()  # process 1 runs: its journal is started, its clip not done
+        while not journals[1].exists():
+            assert procs[1].poll() is None and time.monotonic() - start < TIMEOUT
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        err = procs[0].communicate(timeout=TIMEOUT)[1]
+        waited = time.monotonic() - killed
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    assert procs[0].returncode == 2, err[-3000:]
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert errors == [err.splitlines()[-1]], err[-3000:]  # one line, the last
+    assert re.search(rf"(^|\])evaluate.py: error: process 1 of 2 stopped answering \(no "
+                     rf"heartbeat for {timeout} s\).*rerun all processes \(each resumes from "
+                     r"its journal\)$", errors[0]), errors[0]  # after a progress bar, maybe
+    assert waited < timeout + 10, waited  # a heartbeat period, and a loaded machine's slack
+    assert journals[0].read_text().startswith('{"key"')  # process 0's journal is kept
+    assert not output.exists()
 
 
 _PIPELINE = """

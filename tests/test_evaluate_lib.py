@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 
+import av
 import numpy as np
 import pytest
 from flax import nnx
@@ -15,6 +16,7 @@ from cwfcn import (
     clockwork,
     evaluate_lib,
     evaluation,
+    metrics,
     model,
     results,
     schedules,
@@ -94,28 +96,50 @@ def test_plots_and_overlay_are_written(synthetic, tmp_path):
 
 
 def test_the_overlay_reuses_the_scored_run_of_the_first_clip(synthetic, tmp_path, monkeypatch):
-    """run_schedules hands the last schedule's first clip, class maps and firings to
-    on_first_clip; write_overlay then runs nothing and writes what a fresh run writes."""
+    """run_schedules hands the last schedule's first clip's frames, class maps and firings
+    to on_first_clip, once, as it scores it (the overlay is written from them)."""
     net, source = synthetic
     to_run = [clockwork.parse_schedule(s) for s in ("skip", "adaptive:0.2")]
     scored = []
     rows = evaluate_lib.run_schedules(net, source, to_run,
                                       on_first_clip=lambda *x: scored.append(x))
     assert len(rows) == 2 and len(scored) == 1  # the last schedule's alone
-    clip, maps, fired = scored[0]
+    frames, maps, fired = scored[0]
     first = next(source.clips(to_run[-1]))
-    np.testing.assert_array_equal(clip.frames, first.frames)
+    np.testing.assert_array_equal(frames, first.frames)
     want, want_fired, _ = evaluation.predict(net, model.preprocess(first.frames,
                                                                    source.mean_bgr), to_run[-1])
     np.testing.assert_array_equal(maps, want)
     np.testing.assert_array_equal(fired, want_fired)
-    fresh = evaluate_lib.write_overlay(tmp_path / "fresh.mp4", net, source, to_run[-1], fps=4)
-    monkeypatch.setattr(evaluation, "predict", lambda *a, **k: pytest.fail("ran again"))
-    reused = evaluate_lib.write_overlay(tmp_path / "reused.mp4", net, source, to_run[-1], fps=4,
-                                        scored=scored[0])
-    assert reused == fresh
-    np.testing.assert_array_equal(video.read_video(tmp_path / "reused.mp4"),
-                                  video.read_video(tmp_path / "fresh.mp4"))
+
+
+def test_a_video_file_is_scored_and_overlaid_part_by_part(synthetic, tmp_path, monkeypatch):
+    """Issue 17 (7): --data video:PATH is decoded, run and overlaid a part at a time (the
+    clock state carried), never held whole; the overlay written during the run is the one a
+    fresh run writes."""
+    net, _ = synthetic
+    rng = np.random.default_rng(3)
+    rgb = rng.choice([0, 255], (8, 8, 8, 3)).astype(np.uint8).repeat(4, 1).repeat(4, 2)
+    video.write_video(tmp_path / "clip.avi", rgb, fps=5)
+    decoded = video.read_video(tmp_path / "clip.avi")
+    monkeypatch.setattr(clockwork, "DEFAULT_CHUNK", 3)  # 8 frames: parts of 3, 3 and 2
+    source = sources.open_source(f"video:{tmp_path / 'clip.avi'}", config=tiny.get_config())
+    schedule = clockwork.parse_schedule("adaptive:0.2")
+    parts = []
+    (row,) = evaluate_lib.run_schedules(net, source, [schedule],
+                                        on_first_clip=lambda *x: parts.append(x))
+    assert [len(f) for f, _, _ in parts] == [3, 3, 2]
+    np.testing.assert_array_equal(np.concatenate([f for f, _, _ in parts]), decoded)
+    want = clockwork.run(net, model.preprocess(decoded, source.mean_bgr), schedule)
+    maps = np.concatenate([m for _, m, _ in parts])
+    np.testing.assert_array_equal(maps, np.argmax(np.asarray(want.scores), -1))
+    np.testing.assert_array_equal(np.concatenate([f for _, _, f in parts]), want.fired)
+    assert row["frames"] == 8 and row["fired"] == np.asarray(want.fired).mean(0).tolist()
+    assert row["temporal_diff"] == pytest.approx(metrics.temporal_difference(maps), abs=1e-6)
+    assert row["temporal_diff"] > 0 and row["mean_iu"] is None
+    frames = evaluate_lib.write_overlay(tmp_path / "o.mp4", net, source, schedule, fps=5)
+    assert frames == 8 and video.read_video(tmp_path / "o.mp4").shape[:3] == decoded.shape[:3]
+
 
 
 def test_repeats_below_one_fail_before_any_work(tmp_path):
@@ -180,6 +204,23 @@ def test_a_failed_plot_loses_neither_the_results_nor_the_video(tmp_path, monkeyp
                   video_out=str(tmp_path / "o.mp4"))
     assert json.loads((tmp_path / "r.json").read_text())["results"]
     assert len(video.read_video(tmp_path / "o.mp4")) == tiny.get_config().data.num_frames
+
+
+def test_a_video_of_one_pixel_in_grey_is_evaluated(synthetic, tmp_path):
+    """Issue 17 (8): a 1x1 grayscale video runs (FCN-8s pads its input by 100 px)."""
+    net, _ = synthetic
+    path = tmp_path / "pixel.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=5)
+        stream.height = stream.width = 1
+        stream.pix_fmt = "gray"
+        for value in (10, 200, 90):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(
+                np.full((1, 1), value, np.uint8), format="gray")))
+        container.mux(stream.encode(None))
+    source = sources.open_source(f"video:{path}", config=tiny.get_config())
+    (row,) = evaluate_lib.run_schedules(net, source, [clockwork.parse_schedule("adaptive:0.2")])
+    assert row["frames"] == 3 and row["fired"][0] == 1.0 and row["mean_iu"] is None
 
 
 @pytest.mark.parametrize("frames", [1, 2])

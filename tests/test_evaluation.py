@@ -238,8 +238,8 @@ def test_schedules_are_interleaved_video_by_video_and_score_as_alone(monkeypatch
               for j in range(2)]
     order = []
     score = evaluation.ClipScorer.score
-    monkeypatch.setattr(evaluation.ClipScorer, "score", lambda self, item: order.append(
-        (self.name, item.clip.place or item.clip.key)) or score(self, item))
+    monkeypatch.setattr(evaluation.ClipScorer, "score", lambda self, item, *a: order.append(
+        (self.name, item.clip.place or item.clip.key)) or score(self, item, *a))
     rows = evaluation.evaluate_schedules(net, [videos, placed, videos], specs,
                                          mean_bgr=VOC_MEAN)
     assert order == [x for i in range(3) for x in
@@ -345,3 +345,21 @@ def test_oracle_scores_every_frame_fresh_and_a_baseline_never_fires_the_last_sta
     assert pool4["mean_iu_by_age"] == [None] * evaluation.AGE_BUCKETS + [pool4["mean_iu"]]
     table = evaluation.format_table([oracle, {**oracle, "mvc_8": 0.5}])
     assert _cells(table, "mVC8") == ["-", "50.0"] and _cells(table, "mVC16") == ["-", "-"]
+
+
+@pytest.mark.parametrize("spec", ["pool4", "pipeline3", "adaptive:0.2@0.5/4/0.25"])
+def test_a_streamed_clip_scores_as_the_whole_video_held_at_once(spec, monkeypatch):
+    """Issue 17 (7): a `StreamClip` run part by part (state carried; a baseline and a
+    pipeline too) gives the record of the whole video held and run at once."""
+    net = model.narrow_fcn8s(5, rngs=nnx.Rngs(0))
+    rgb = np.random.default_rng(5).choice([0, 255], (7, 6, 6, 3)).astype(np.uint8)
+    rgb = rgb.repeat(4, 1).repeat(4, 2)
+    monkeypatch.setattr(clockwork, "DEFAULT_CHUNK", 3)  # parts of 3, 3 and 1 (padded)
+    scorer = evaluation.ClipScorer(net, spec, mean_bgr=VOC_MEAN)
+    held = protocol.whole(rgb, np.full(rgb.shape[:3], 255, np.uint8), slice(None))
+    want = evaluation.record_on_host(scorer.score(evaluation.label_clip(held, 5)))
+    got = evaluation.record_on_host(scorer.score(protocol.StreamClip(lambda: iter(rgb))))
+    assert want["td"] > 0 and got["td"] == pytest.approx(want["td"], abs=1e-6)
+    for key in want.keys() - {"td", "seconds", "seconds_runs", "others_cpu_s", "latency"}:
+        np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(want[key], float),
+                                   err_msg=key)

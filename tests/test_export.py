@@ -112,3 +112,9 @@ def test_cli_exports_the_configs_model(tmp_path):
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # Issue 17 (8): a flag file that never ends is refused at once, on one line (it hung).
+    proc = subprocess.run([sys.executable, "-m", "cwfcn.export", "--flagfile", "/dev/zero"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stderr == (
+        "python -m cwfcn.export: error: --flagfile '/dev/zero' is not a regular file (a "
+        "device or a pipe): pass a file\n")

@@ -186,6 +186,14 @@ LIBRARY_CASES = [
     ("checkpoint of another architecture", lambda t, n: checkpoint.load_params(
         _saved(t, _narrow(widths=(4, 8, 8, 16, 16, 48))), n), checkpoint.CheckpointError,
      r"does not fit this net: .*fc6.*another architecture"),
+    # issue 17.8: a train.py --workdir of configs/tiny.py given to another config
+    ("evaluate --checkpoint of another class count", lambda t, n: evaluate_lib.load_net(
+        _config(**{"model.num_classes": 7}), str(_saved(t)), (0.0, 0.0, 0.0)),
+     checkpoint.CheckpointError, r"does not fit this net: \['score_fr'\]\['bias'\] is \(5,\) "
+     r"there but \(7,\) here"),
+    ("resume a workdir with another config", lambda t, n: train_lib.train(
+        _config(**{"model.num_classes": 7}), str(_saved(t))), checkpoint.CheckpointError,
+     r"does not fit this net: .*score_fr"),
     ("optimizer state of another optimizer", lambda t, n: checkpoint.restore(
         _saved(t), nnx.state(n), optax.adam(1e-3).init(nnx.state(n))),
      checkpoint.CheckpointError, r"optimizer state does not fit.*new --workdir"),
@@ -211,6 +219,11 @@ LIBRARY_CASES = [
     ("config: huge boundary radius", lambda t, n: config_check.check(
         _config(**{"clock.boundary_radius": 100_000})), config_check.ConfigError,
      r"config\.clock\.boundary_radius = 100000 is invalid.*\[1, 512\]"),
+    # issue 17.8: a batch or image this large hung train.py, its input workers out of memory
+    ("config: huge batch", lambda t, n: config_check.check(_config(**{"train.batch_size": 10**8})),
+     config_check.ConfigError, r"config\.train\.batch_size = 100000000 is invalid.*\[1, 65536\]"),
+    ("config: huge images", lambda t, n: config_check.check(_config(**{"data.size": 10**8})),
+     config_check.ConfigError, r"config\.data\.size = 100000000 is invalid.*\[1, 16384\]"),
     ("config: 2 frames a video", lambda t, n: config_check.check(
         _config(**{"data.num_frames": 2})), config_check.ConfigError,
      r"config\.data\.num_frames = 2 is invalid.*>= 3.*frames 0-1.*never scored"),

@@ -8,6 +8,7 @@ download them once per session with the real pinned commands (so they are marked
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import re
@@ -402,3 +403,23 @@ def test_a_cache_from_before_manifests_is_checked_once_and_gets_one(fixture_samp
     assert _decodes(root / PHOTO) and json.loads((root / samples.MANIFEST).read_text()) == manifest
     assert re.search(r"JPEGImages/photo\.jpg does not decode: .*truncated.*extracting it again",
                      capsys.readouterr().err)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["_copy_stream", "write_atomically"],
+                         ids=["extracting", "writing the manifest"])
+def test_a_full_disk_during_a_fetch_is_one_clear_error_and_leaves_nothing(
+        fixture_sample, tmp_path, monkeypatch, where):
+    """ENOSPC while the sample is built (issue 17.8): a SampleFetchError saying to free space,
+    no half-built sample or scratch directory in the cache, and the next fetch builds it."""
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as full, pytest.raises(
+            samples.SampleFetchError, match=r"No space left on device.*(c|C)heck free space in"):
+        full.setattr(samples, where, _disk_full)
+        samples.fetch("fixture", cache_dir=cache, runner=fixture_sample)
+    assert [p.name for p in cache.iterdir()] == []
+    root = samples.fetch("fixture", cache_dir=cache, runner=fixture_sample)["fixture"]
+    assert samples.is_complete(cache, "fixture") and _decodes(root / PHOTO)

@@ -8,6 +8,7 @@ from the code under test.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -125,6 +126,48 @@ def test_grayscale_and_rgba_sources_come_out_rgb(tmp_path):
     rgba_path = encode_with(tmp_path / "rgba.mov", "png", "rgba", [rgba], "rgba")
     (frame,) = video.read_video(rgba_path)
     assert (frame == rgba[..., :3]).all()  # alpha dropped, colours untouched
+
+
+def test_odd_but_valid_videos_are_read_whole(tmp_path):
+    """Issue 17 (8): a 1x1 video, variable frame times and a path with spaces and
+    non-ASCII letters read as any other."""
+    pixel = np.full((1, 1, 3), 200, np.uint8)
+    tiny = encode_with(tmp_path / "one pixel.mkv", "ffv1", "bgr0", [pixel] * 3, "rgb24")
+    assert (video.read_video(tiny) == pixel).all() and video.read_video(tiny).shape[0] == 3
+    frames = moving_square(num_frames=5)
+    path = tmp_path / "vfr clip ünï 日本.mkv"
+    with av.open(str(path), "w") as container:  # frames at 0, 40, 400, 410 and 2000 ms
+        stream = container.add_stream("ffv1", rate=25)
+        stream.height, stream.width, stream.pix_fmt = H, W, "bgr0"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for frame, pts in zip(frames, (0, 40, 400, 410, 2000), strict=True):
+            out = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            out.pts, out.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(out))
+        container.mux(stream.encode(None))
+    np.testing.assert_array_equal(video.read_video(path), frames)  # each frame once, in order
+
+
+def test_what_is_not_a_video_file_is_named(tmp_path):
+    """Issue 17 (8): audio alone, a directory, a loop of links and a dangling link."""
+    audio = tmp_path / "voice.m4a"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        samples_ = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                              layout="mono")
+        samples_.sample_rate = 8000
+        container.mux(stream.encode(samples_))
+        container.mux(stream.encode(None))
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    for name, message in (("voice.m4a", r"has no video stream \(found: audio\)"),
+                          ("a", "not a regular file"),
+                          ("loop1", "symbolic link that leads to no file .*loop of links"),
+                          ("dangling.mp4", r"symbolic link .*gone\.mp4: missing")):
+        with pytest.raises(video.VideoError, match=message):
+            video.probe(tmp_path / name)
 
 
 # ---------------------------------------------------------------------------------------------

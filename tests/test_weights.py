@@ -988,3 +988,61 @@ def test_real_vgg16_onnx_matches_onnxruntime_on_a_photo(real_samples):
         model.preprocess(np.pad(rgb[None], ((0, 0), (1, 1), (1, 1), (0, 0))), MEAN)
     )
     _close_to_scale(_vgg_conv5_3(net, x_black, 0), ref, 1e-5)
+
+
+def _foreign_onnx(path: Path, op: str) -> None:
+    """A valid ONNX file of another network: one Gemm (an MLP) or one 7x7 Conv (a ResNet stem)."""
+    if op == "Gemm":
+        w, node, shape = (np.ones((4, 3), np.float32),
+                          helper.make_node("Gemm", ["x", "w"], ["y"]), [1, 4])
+    else:
+        w, node, shape = (np.ones((8, 3, 7, 7), np.float32),
+                          helper.make_node("Conv", ["x", "w"], ["y"]), [1, 3, 32, 32])
+    graph = helper.make_graph([node], "other", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    ("truncated onnx", r"cut\.onnx: not a readable ONNX model.*truncated or corrupt"),
+    ("mlp onnx", r"other\.onnx: has 0 Conv nodes; a VGG16 trunk has 13"),
+    ("resnet stem onnx", r"other\.onnx: has 1 Conv nodes; a VGG16 trunk has 13"),
+    ("onnx without its external data", r"ext\.onnx: not a readable ONNX model"),
+    ("onnx named .pth", r"as\.pth: not a zip-format torch file"),
+    ("pth named .onnx", r"as\.onnx: not a readable ONNX model"),
+    ("pth named .caffemodel", r"as\.caffemodel: not a Caffe NetParameter"),
+    ("pth of another net", r"other\.pt: not a torchvision VGG16 state_dict: missing "
+                           r"\['features\.0\.weight'.*it has \['conv1\.weight', 'fc\.weight'\]"),
+    ("empty .onnx", r"empty\.onnx: has 0 Conv nodes"),
+    ("empty .pt", r"empty\.pt: not a zip-format torch file"),
+    ("empty .caffemodel", r"empty\.caffemodel: no layer with weights \(empty, truncated"),
+])
+def test_truncated_and_foreign_files_of_each_suffix_are_refused(tmp_path, make, message):
+    """Issue 17.8: each a ValueError naming the file, the net left as it was."""
+    net = _net()
+    onnx_file, pth_file = tmp_path / "vgg.onnx", tmp_path / "vgg.pth"
+    _write_vgg_onnx(onnx_file, _random_convs(net, 3))
+    _write_pth(pth_file, *_contiguous(_torchvision_arrays(net, 9)))
+    if make == "truncated onnx":
+        path = tmp_path / "cut.onnx"
+        path.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
+    elif make in ("mlp onnx", "resnet stem onnx"):
+        _foreign_onnx(path := tmp_path / "other.onnx", "Gemm" if make == "mlp onnx" else "Conv")
+    elif make == "onnx without its external data":
+        onnx.save_model(onnx.load(str(onnx_file)), str(path := tmp_path / "ext.onnx"),
+                        save_as_external_data=True, location="ext.data", size_threshold=0)
+        (tmp_path / "ext.data").unlink()
+    elif make.endswith(("named .pth", "named .onnx", "named .caffemodel")):
+        path = tmp_path / f"as{make.rpartition('named ')[2]}"
+        path.write_bytes((onnx_file if make.startswith("onnx") else pth_file).read_bytes())
+    elif make == "pth of another net":
+        _write_pth(path := tmp_path / "other.pt", *_contiguous(
+            {"conv1.weight": np.ones((8, 3, 7, 7), np.float32),
+             "fc.weight": np.ones((3, 4), np.float32)}))
+    else:
+        (path := tmp_path / f"empty{make.rpartition(' ')[2]}").write_bytes(b"")
+    before = _params(net)
+    with pytest.raises(ValueError, match=message):
+        weights.load(net, path)
+    assert all(np.array_equal(v, _params(net)[k]) for k, v in before.items())

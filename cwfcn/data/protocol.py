@@ -35,6 +35,7 @@ visits only the videos asked for: a process of a multi-host run reads only its o
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import dataclasses
 import itertools
 import random
@@ -239,6 +240,60 @@ class Clip:
         if self.denominator < len(self.counted):
             raise ValueError(f"clip {self.key!r}: denominator {self.denominator} < "
                              f"{len(self.counted)} counted frames")
+
+    def head(self, n: int) -> np.ndarray:
+        """uint8 `[min(n, T), H, W, 3]`: its first `n` frames (as `StreamClip.head`)."""
+        return np.asarray(self.frames[:n])
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamClip:
+    """An unlabelled clip read as it is run, never whole: a video file of any length
+    (`--data video:PATH`). Every frame is scored and counted, as `whole` does with labels
+    of 255; the evaluator runs it chunk by chunk, its clock state carried, so memory is
+    bounded by a chunk, not by the video.
+
+    Attributes:
+      read: `() -> an iterator of uint8 RGB [H, W, 3] frames`, from the first; each call
+        reads anew (each schedule runs its own pass).
+      length: the frames it is said to hold (a container's header), for progress bars;
+        None: not known.
+      key, place: as `Clip`'s.
+    """
+
+    read: Callable[[], Iterator[np.ndarray]]
+    length: int | None = None
+    key: str = ""
+    place: Place | None = None
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, int]]:
+        """`(part uint8 [size, H, W, 3], frames it holds)`, `size` frames at a time. A short
+        last part is padded with its last frame, so every part has one shape (one compiled
+        program); what follows a part's frames is not part of the video."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"chunk size must be an int >= 1, got {size!r}")
+        with _closing(self.read()) as frames:
+            for first in frames:  # each part filled in place: no list of frames, no copy
+                part = np.empty((size, *first.shape), first.dtype)
+                part[0], length = first, 1
+                for frame in itertools.islice(frames, size - 1):
+                    part[length], length = frame, length + 1
+                part[length:] = part[length - 1]
+                yield part, length
+
+    def head(self, n: int) -> np.ndarray:
+        """uint8 `[min(n, T), H, W, 3]`: its first `n` frames."""
+        with _closing(self.read()) as frames:
+            return np.stack(list(itertools.islice(frames, n)))
+
+
+@contextlib.contextmanager
+def _closing(frames: Iterator[np.ndarray]) -> Iterator[Iterator[np.ndarray]]:
+    """`frames`, closed on exit where it can be (a decoder generator closes its file)."""
+    try:
+        yield frames
+    finally:
+        getattr(frames, "close", lambda: None)()
 
 
 def kind(schedule) -> str:

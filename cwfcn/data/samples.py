@@ -539,9 +539,14 @@ def fetch(
                         f"could not build sample {name!r} from {files}: {e}. The archives matched "
                         f"their pins, so this is a bug or a full disk: check free space in {root}, "
                         f"or set {CACHE_ENV} to another directory") from e
-                write_manifest(stage)
-                (stage / MARKER).write_text(_marker_text(name))
-                _install(stage, root / name)
+                try:
+                    write_manifest(stage)
+                    (stage / MARKER).write_text(_marker_text(name))
+                    _install(stage, root / name)
+                except OSError as e:  # a full disk: the sample stays unfinished, never used
+                    raise SampleFetchError(
+                        f"could not write sample {name!r} into {root}: {e}. Check free space "
+                        f"in {root}, or set {CACHE_ENV} to another directory") from e
     return {n: root / n / SAMPLES[n].result for n in names}
 
 

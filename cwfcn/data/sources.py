@@ -3,8 +3,9 @@
 `open_source("pascal-translated:16", data_dir=...)` gives a `Source`: how many classes
 its labels have, which mean its frames need, and, per schedule, the clips it runs and
 scores as the authors' experiments do (`protocol.Clip`: frames uint8 RGB `[T, H, W, 3]`,
-labels uint8 `[T, H, W]`, 255 = ignore, the scored frames), read from disk lazily. The
-names and their protocols come from the data-set records (`datasets.DataSet.videos`).
+labels uint8 `[T, H, W]`, 255 = ignore, the scored frames; a video file's is a
+`protocol.StreamClip`, decoded as it runs), read from disk lazily. The names and their
+protocols come from the data-set records (`datasets.DataSet.videos`).
 """
 
 from __future__ import annotations
@@ -85,12 +86,22 @@ class Source:
         processes), only the videos i with i % processes == process are read."""
         for clip in protocol.clips(self.videos, self.form, schedule, self.check_phase(phase),
                                    shard=shard):
-            metrics.check_labels(clip.labels, self.num_classes)
+            if isinstance(clip, protocol.Clip):  # a `StreamClip` has no labels
+                metrics.check_labels(clip.labels, self.num_classes)
             yield clip
 
+    def first_frames(self, n: int) -> np.ndarray:
+        """uint8 RGB `[min(n, T), H, W, 3]`: the first `n` frames of its first clip as the
+        stateless schedules (oracle) run it (a stream's start, read alone)."""
+        return next(self.clips(clockwork.parse_schedule("oracle"))).head(n)
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The videos, as the stateless schedules (oracle) run them: (frames, labels)."""
+        """The videos, as the stateless schedules (oracle) run them: (frames, labels); a
+        video file (`protocol.StreamClip`) is not held whole, so it has no such pair."""
         for clip in self.clips(clockwork.parse_schedule("oracle")):
+            if not isinstance(clip, protocol.Clip):
+                raise ValueError(f"{self.name}: a video file is run as it is read, never "
+                                 "held whole; use Source.clips")
             yield clip.frames, clip.labels
 
 

@@ -22,8 +22,10 @@ the corner marker marks ("S3 fired").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +36,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cwfcn.data import datasets, protocol, voc
-from cwfcn.data.files import IGNORE_LABEL
 
 # A header's frame count may exceed what decodes by a few frames (edit lists, dropped frames);
 # truncation loses far more, so only a larger shortfall is reported as a broken file.
@@ -81,6 +82,10 @@ def open_video(path: str | Path) -> Any:
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():  # a link to nothing, or to itself through others
+            raise VideoError(f"{path}: a symbolic link that leads to no file ({path} -> "
+                             f"{os.readlink(path)}: missing, or a loop of links); point it at "
+                             "a video file")
         raise VideoError(f"{path}: no such file; check the path (cwd is {Path.cwd()})")
     if not path.is_file():
         raise VideoError(f"{path}: not a regular file; {_SUFFIX_HINT}")
@@ -260,39 +265,36 @@ def read_video(path: str | Path, max_frames: int | None = None, *, start: int = 
     return np.stack(list(read_frames(path, start=start, max_frames=max_frames)))
 
 
-def unlabelled(path: str, max_frames: int | None = None) -> protocol.Video:
-    """One video file as a `protocol.Video` without ground truth: frames uint8
-    `[T, H, W, 3]` at times 0..T-1, each with a label map of 255 (ignore) so that every frame
-    is scored and counted. Reads the file (its first `max_frames` frames).
+def unlabelled(path: str, max_frames: int | None = None) -> protocol.StreamClip:
+    """One video file as an unlabelled clip, decoded as it is run (its first `max_frames`
+    frames): every frame scored and counted, memory bounded by a chunk whatever its length.
 
     Raises:
-      VideoError, ValueError: as `read_frames`.
+      VideoError, ValueError: as `read_frames` (opening now, decoding when it is read).
     """
-    frames = read_video(path, max_frames)
-    labels = np.full(frames.shape[:3], IGNORE_LABEL, np.uint8)
-    return protocol.labelled_video(str(path), frames, labels, slice(None))
+    _check_range(0, max_frames)
+    length = probe(path)["num_frames"]
+    if length is not None and max_frames is not None:
+        length = min(length, max_frames)
+    return protocol.StreamClip(functools.partial(_decode, Path(path), 0, max_frames), length,
+                               str(path))
 
 
-def unlabelled_video(
-    path: str, max_frames: int | None = None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One video file as a video without ground truth: `(frames uint8 [T, H, W, 3], labels
-    uint8 [T, H, W])`, every label 255."""
-    return protocol.pairs(_one(path, max_frames))
+def _form_file(videos: Sequence[protocol.StreamClip], schedule, phase: str
+               ) -> protocol.ClipsOf:
+    """FORM of `video:PATH`: the file one clip from its first frame, whatever the schedule
+    and phase (as `protocol.form_whole`), named by its position."""
+    del videos, schedule, phase
+    return lambda i, clip: (dataclasses.replace(clip, key=str(i)),)
 
 
-def _one(path: str, max_frames: int | None) -> Sequence[protocol.Video]:
-    """The file as a sequence of one video (`unlabelled`), decoded when it is read."""
-    return protocol.Lazy(1, lambda i: unlabelled(path, max_frames), keep=False)
-
-
-def _read(request: datasets.Request) -> Sequence[protocol.Video]:
+def _read(request: datasets.Request) -> Sequence[protocol.StreamClip]:
     """READ of `video:PATH`: the one file, decoded when its video is read."""
     if not request.arg.strip():
         raise ValueError("--data video: names no video: give video:PATH (a file), or a live "
                          "source video:URL, video:/dev/video0, video:- (stdin)")
-    probe(request.arg)  # a missing, empty or non-video file fails now, before any work
-    return _one(request.arg, request.max_frames)
+    # A missing, empty or non-video file fails now, before any work.
+    return (unlabelled(request.arg, request.max_frames),)
 
 
 # Any video file, unlabelled; its classes and mean are the config's net's (with no config:
@@ -303,7 +305,7 @@ DATASET = datasets.DataSet(
     mean_bgr=voc.DATASET.mean_bgr,
     frame_size="the file's own frames, decoded as they are",
     videos={"video": datasets.Videos(
-        _read, protocol.form_whole, "unlabelled: the whole video, every frame counted",
+        _read, _form_file, "unlabelled: the whole video, every frame counted",
         "video:PATH (any video file, unlabelled; or a live source, video:URL, "
         "video:/dev/video0, video:- for stdin, run frame by frame: see --live)",
         needs_dir=False, config_classes=True)},

@@ -10,12 +10,12 @@ file; default: the config's own model, trained once into the cache). Load the fi
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from cwfcn import cli, clockwork, evaluate_lib, export
 from cwfcn.data import datasets
 
-config_flags.DEFINE_config_file("config", "configs/sample.py", "Config file.", lock_config=True)
+PROG = "python -m cwfcn.export"
+cli.define_config(PROG, "configs/sample.py", program=__name__ == "__main__")
 flags.DEFINE_string("checkpoint", None,
                     "An orbax checkpoint directory (train.py --workdir) or a weight file. "
                     "Default: the config's model, trained once.")
@@ -29,7 +29,6 @@ flags.DEFINE_list("platforms", list(export.DEFAULT_PLATFORMS),
 flags.DEFINE_string("out", None, "The artefact to write, e.g. step.bin.")
 flags.mark_flags_as_required(["height", "width", "out"])
 FLAGS = flags.FLAGS
-PROG = "python -m cwfcn.export"
 
 
 def job() -> None:
