@@ -219,7 +219,7 @@ def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
     assert "nan" not in proc.stdout.lower() and "NaN" not in out.read_text()
 
 
-@pytest.mark.parametrize(("flags", "message"), [
+BAD_FLAGS = [
     (["--theta", "0.5:0.1:0.1"], "bad --theta"),
     (["--data", "synthetic", "--phase", "coin"], "takes --phase clip"),
     (["--phase", "sometimes"], "bad phase"),
@@ -250,11 +250,25 @@ def test_target_rate_lands_near_the_rate_on_a_real_clip(tmp_path):
      "bad --coordinator 'nohost:abc'"),
     (["--config.seed=9223372036854775808"], "config.seed = 9223372036854775808 is invalid"),
     (["--config.clock.boundary_radius=100000"], "config.clock.boundary_radius = 100000"),
-])
-def test_evaluate_bad_flags_are_one_clear_error(flags, message):
-    proc = _run("evaluate.py", "--config", "configs/tiny.py", *flags)
-    assert proc.returncode == 2 and message in proc.stderr
-    assert "Traceback" not in proc.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(run_cli_batch, tmp_path_factory) -> list[dict]:
+    """Every BAD_FLAGS case, in one process (a fork each), stopped where work would start."""
+    return run_cli_batch("evaluate.py", [["evaluate.py", "--config", "configs/tiny.py", *flags]
+                                         for flags, _ in BAD_FLAGS],
+                         tmp_path_factory.mktemp("bad-flags") / "cache")
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)),
+                         ids=[" ".join(flags) for flags, _ in BAD_FLAGS])
+def test_evaluate_bad_flags_are_one_clear_error(bad_flag_runs, case):
+    """Each refused before any work (none reaches the net's loading) with one line."""
+    run, message = bad_flag_runs[case], BAD_FLAGS[case][1]
+    assert run["status"] == 2 and message in run["output"], run
+    lines = [line for line in run["output"].splitlines() if "error:" in line]
+    assert "Traceback" not in run["output"] and len(lines) == 1, run
 
 
 def test_the_readmes_schedules_and_explicit_periods_parse():

@@ -16,9 +16,7 @@ import contextlib
 import faulthandler
 import importlib.util
 import io
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +30,8 @@ from hypothesis import strategies as st
 from cwfcn import cli, compilation, distributed, evaluate_lib, train_lib
 
 ROOT = Path(__file__).resolve().parents[1]
+# ml_collections loads each --config file with importlib's deprecated load_module.
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 TIME_BOUND_S = 10.0  # an example that passes its checks stops before any real work
 _SETTINGS = dict(deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -307,71 +307,14 @@ def test_help_exits_0(cli_in_process):
 
 
 # ---------------------------------------------------------------------------------------------
-# The real process: one JAX import per CLI, a fork per example (os._exit and all).
+# The real process: one JAX import per CLI, a fork per example (os._exit and all:
+# conftest's `run_cli_batch`).
 
-_DRIVER = r"""
-import importlib.util, json, os, resource, select, signal, sys, time, traceback
-sys.path.insert(0, os.getcwd())
-from cwfcn import cli, evaluate_lib, train_lib
-from cwfcn import distributed
-prog, cases = sys.argv[1], json.loads(sys.stdin.read())
-def reached(*args, **kwargs):
-    print("REACHED", flush=True)
-    os._exit(0)
-for module, name in ((train_lib, "_train"), (evaluate_lib, "load_net"),
-                     (evaluate_lib, "evaluate_live"), (distributed.jax.distributed, "initialize")):
-    setattr(module, name, reached)
-out = []
-for argv in cases:
-    rout, wout = os.pipe()
-    started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rout)
-        os.dup2(wout, 1)
-        os.dup2(wout, 2)
-        with open("/proc/self/status") as f:  # a read without end fails, not the machine
-            size = next(int(l.split()[1]) for l in f if l.startswith("VmSize:")) * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (size + 2**31, resource.RLIM_INFINITY))
-        code = 1
-        try:  # the CLI imported now, as it runs: its --config reads sys.argv then
-            sys.argv = argv
-            spec = importlib.util.spec_from_file_location("_fuzzed", prog)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            cli.main(prog, getattr(module, prog.removesuffix(".py")))
-            code = 0
-        except SystemExit as e:  # as the interpreter exits on it
-            code = e.code if isinstance(e.code, int) else (e.code is not None)
-            if isinstance(e.code, str):
-                print(e.code, file=sys.stderr)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(wout)
-    data, deadline = b"", started + float(os.environ["FUZZ_BOUND"])
-    while True:
-        ready, _, _ = select.select([rout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            break
-        chunk = os.read(rout, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(rout)
-    _, status = os.waitpid(pid, 0)
-    out.append({"argv": argv, "status": os.waitstatus_to_exitcode(status),
-                "output": data.decode(errors="replace"), "s": time.monotonic() - started})
-print("RESULTS " + json.dumps(out))
-"""
 
 
 @pytest.mark.parametrize("prog", ["evaluate.py", "train.py"])
-def test_fuzzed_flags_in_a_real_process_end_in_status_0_or_one_error_line(prog, scratch):
+def test_fuzzed_flags_in_a_real_process_end_in_status_0_or_one_error_line(prog, scratch,
+                                                                          run_cli_batch):
     paths = _paths(*scratch)
     batch = []
 
@@ -394,12 +337,7 @@ def test_fuzzed_flags_in_a_real_process_end_in_status_0_or_one_error_line(prog, 
     batch += [argv for argv, _ in found]
     batch.append([prog, "--config", "configs/tiny.py", "--data", "synthetic"] if
                  prog == "evaluate.py" else [prog, "--config", "configs/tiny.py"])  # valid
-    env = dict(os.environ, CWFCN_CACHE=str(tmp / "cache"), FUZZ_BOUND=str(TIME_BOUND_S * 2))
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, prog], input=json.dumps(batch),
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.rpartition("RESULTS ")[2])
-    assert len(results) == len(batch)
+    results = run_cli_batch(prog, batch, tmp / "cache", TIME_BOUND_S * 2)
     for r in results:
         # The child's stdout and stderr are one pipe: a table or REACHED on stdout, the
         # error line on stderr; JAX's own warnings (a missing GPU) are lines too.
