@@ -41,6 +41,7 @@ from cwfcn import (
 from cwfcn.data import datasets, protocol, samples, sources, stream, video
 
 _VIDEO = "video:"  # the --data prefix of a video file or stream
+MAX_REPEATS = 100  # timed runs of each clip: each costs the whole evaluation's time again
 
 
 def _say(message: str) -> None:
@@ -434,8 +435,9 @@ def _parse_options(config, schedule: str, theta: str, target_rate: float | None,
         raise ValueError(f"--theta {theta!r} is a sweep of {len(thetas)} thetas, and "
                          "--target_rate (or --target_ms) picks one theta itself: give the sweep "
                          "or the target, not both")
-    if repeats < 1:
-        raise ValueError(f"--repeats must be >= 1 (timed runs of each clip), got {repeats}")
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise ValueError(f"--repeats must be in [1, {MAX_REPEATS}] (timed runs of each clip, "
+                         f"each the whole data set's time again), got {repeats}")
     return thetas
 
 

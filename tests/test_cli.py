@@ -250,6 +250,7 @@ BAD_FLAGS = [
      "bad --coordinator 'nohost:abc'"),
     (["--config.seed=9223372036854775808"], "config.seed = 9223372036854775808 is invalid"),
     (["--config.clock.boundary_radius=100000"], "config.clock.boundary_radius = 100000"),
+    (["--repeats", "100000000000000000000"], "--repeats must be in [1, 100]"),
 ]
 
 

@@ -141,11 +141,11 @@ def test_a_video_file_is_scored_and_overlaid_part_by_part(synthetic, tmp_path, m
     assert frames == 8 and video.read_video(tmp_path / "o.mp4").shape[:3] == decoded.shape[:3]
 
 
-
-def test_repeats_below_one_fail_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match=r"--repeats must be >= 1"):
-        evaluate_lib.evaluate(tiny.get_config(), data="synthetic", repeats=0,
-                              output=str(tmp_path / "never.json"))
+def test_repeats_outside_one_to_a_hundred_fail_before_any_work(tmp_path):
+    for repeats in (0, evaluate_lib.MAX_REPEATS + 1):
+        with pytest.raises(ValueError, match=r"--repeats must be in \[1, 100\]"):
+            evaluate_lib.evaluate(tiny.get_config(), data="synthetic", repeats=repeats,
+                                  output=str(tmp_path / "never.json"))
     assert not list(tmp_path.iterdir())
 
 
