@@ -18,6 +18,7 @@ after `--early` frames against after all of them.
     python bench/memory.py                     # 2000 frames, 32x32, VGG16 widths
     python bench/memory.py --narrow --frames 500 --json memory.json
     python bench/memory.py --evaluate --early 100 --eval_frames 2000   # tiny config's net
+    python bench/memory.py --modes --evaluate --schedule oracle        # the evaluator only
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from tqdm import tqdm
 if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, load_config
-from cwfcn import cli, clockwork, evaluate_lib, model
+from cwfcn import clockwork, evaluate_lib, hostmem, model
 from cwfcn.data import datasets, samples, video
 
 MODES = ("step", "chunks")
@@ -109,7 +110,7 @@ def _synthetic_video(path: Path, frames: int, size: tuple[int, int]) -> None:
 
 def measure_evaluation(args) -> dict:
     """One `evaluate.py --data video:FILE --max_frames N` run in this process: its peak RSS."""
-    cli.limit_malloc_arenas()  # as evaluate.py runs
+    hostmem.limit_arenas()  # as evaluate.py runs
     with contextlib.redirect_stdout(io.StringIO()):  # the table: not this benchmark's output
         rows = evaluate_lib.evaluate(load_config(args.config), schedule=args.schedule,
                                      data=f"video:{args.eval_child}",
@@ -121,6 +122,9 @@ def measure_evaluation(args) -> dict:
 
 def evaluations(args) -> list[dict]:
     """Each video's peak RSS after `args.early` frames and after all, a process each."""
+    if not args.checkpoint:  # train (or find) the config's model here, not in a measured child
+        config = load_config(args.config)
+        evaluate_lib.load_net(config, None, datasets.mean_bgr_of(config))
     with tempfile.TemporaryDirectory(prefix="cwfcn-memory-") as folder:
         height, width = (int(x) for x in args.eval_size.split("x"))
         videos = {}
@@ -154,7 +158,7 @@ def _table(result: dict) -> str:
             f"{'device end MB':>15}{'compiles':>10}")
     lines = [f"\n{result['device']}, {result['size']}x{result['size']}, widths "
              f"{result['widths']}, {result['schedule']}, early = {result['early']} frames",
-             head, "-" * len(head)]
+             head, "-" * len(head)] if result["modes"] else []
     for r in result["modes"]:
         dev = r["end"]["device_mb"]
         lines.append(f"{r['mode']:<8}{r['frames']:>8}{r['early']['rss_mb']:>14.1f}"
@@ -183,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="frames per scan (chunks mode)")
     parser.add_argument("--schedule", default="adaptive:0.25")
     parser.add_argument("--narrow", action="store_true", help="narrow net")
+    parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES),
+                        help="the engine's modes measured (none: only --evaluate)")
     parser.add_argument("--mode", choices=MODES, help="run one mode here (internal)")
     parser.add_argument("--evaluate", action="store_true",
                         help="also measure evaluate.py on video files (see above)")
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
              "--size", str(args.size), "--chunk", str(args.chunk), "--schedule", args.schedule,
              *(["--narrow"] if args.narrow else [])]
     modes = []
-    for mode in MODES:  # a fresh process each, so that each peak is its own
+    for mode in args.modes:  # a fresh process each, so that each peak is its own
         done = subprocess.run([*child, "--mode", mode],
                               capture_output=True, text=True, check=True)
         modes.append(json.loads(done.stdout.strip().splitlines()[-1]))

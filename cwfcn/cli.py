@@ -9,7 +9,6 @@ and exit status 2, never a traceback. Ctrl-C ends it with one line and status 13
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from cwfcn import compilation
+from cwfcn import compilation, hostmem
 from cwfcn.data.samples import SampleFetchError
 
 USAGE_ERROR = 2  # the exit status of bad input, as argparse's
@@ -31,11 +30,6 @@ USAGE_ERROR = 2  # the exit status of bad input, as argparse's
 # one of these (tests/test_reliability.py checks), so none ends in a traceback.
 ERRORS = (ValueError, OSError, SampleFetchError)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what `deferred_signals` defers
-# glibc gives threads that allocate heaps of their own ("arenas", up to 8 a core) and keeps
-# what is freed in them: the frames a decode thread makes and the main thread frees would
-# raise a long video's peak memory with its length. Two keep it flat (bench/memory.py).
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 _OVERRIDE = re.compile(r"--?(no)?config(\.[A-Za-z_]\w*|\[-?\d+\])+")  # --config.a.b, a[0]
 _HELP = ("help", "helpfull", "helpshort", "helpxml", "?")  # absl's help flags
 
@@ -238,20 +232,10 @@ def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
     return parse
 
 
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Caps glibc's malloc arenas (`mallopt(M_ARENA_MAX)`) for this process; False where the
-    C library is not glibc. A program's choice, made once at its start (`main`)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
-
-
 def main(prog: str, job: Callable[[], None]) -> None:
     """Runs `job` as the program `prog` (absl `app.run`): the flags parsed by `flags_parser`,
     orbax's per-file INFO logs off, the persistent compilation cache on, malloc's arenas
-    capped (`limit_malloc_arenas`), and bad input ending through `fail`."""
+    capped (`hostmem.limit_arenas`), and bad input ending through `fail`."""
 
     def absl_main(argv: list[str]) -> None:
         if len(argv) > 1:  # absl passes what no flag took; a typo must not pass unnoticed
@@ -259,7 +243,7 @@ def main(prog: str, job: Callable[[], None]) -> None:
                        "with spaces needs quotes; see --helpfull)")
         absl_logging.set_verbosity(absl_logging.WARNING)
         compilation.enable_cache()
-        limit_malloc_arenas()
+        hostmem.limit_arenas()
         run_or_fail(prog, job)
 
     app.run(absl_main, flags_parser=flags_parser(prog))

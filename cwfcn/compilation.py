@@ -5,6 +5,13 @@ with the cache, a later process loads the compiled executable from disk instead.
 `train.py`, `evaluate.py`, `bench/schedules.py` and the notebook call `enable_cache()`; set
 `CWFCN_COMPILATION_CACHE=0` to turn it off, or to a directory to put it there.
 
+The cache is shared by every run on the machine (two terminals, a job array), so it is
+bounded (`MAX_CACHE_BYTES`): with a bound, JAX evicts the least recently used entries and
+takes a file lock (`filelock`) around each read and write, so that no run reads an entry
+another is still writing. A run killed while writing leaves an entry with no access-time
+file beside it (JAX writes that second); `enable_cache` drops those, or every later run
+would warn that it cannot read the entry and compile it again, forever.
+
 `Executables` compiles a jitted function ahead of time (`lower().compile()`), so that no
 input is run just to compile it.
 """
@@ -17,6 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import filelock
 import jax
 
 from cwfcn.data import samples
@@ -24,6 +32,11 @@ from cwfcn.data import samples
 CACHE_ENV = "CWFCN_COMPILATION_CACHE"
 # Compiles shorter than this are not written: they cost more to store than to redo.
 MIN_COMPILE_SECONDS = 0.5
+MAX_CACHE_BYTES = 4 * 2**30  # a first run of evaluate.py writes about 0.5 GB
+# JAX's layout of a cache directory (jax/_src/lru_cache.py, with a size bound): entries
+# `<key>-cache`, each followed by `<key>-atime`, both written under `<dir>/.lockfile`.
+_ENTRY, _ATIME, _LOCK = "-cache", "-atime", ".lockfile"
+_LOCK_TIMEOUT_S = 10  # JAX's own wait for the lock
 
 
 def cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
@@ -49,13 +62,31 @@ def enable_cache(environ: Mapping[str, str] = os.environ) -> Path | None:
         return None
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
+        drop_unfinished(path)
+    except OSError as error:  # filelock.Timeout too: a TimeoutError
         print(f"warning: no compilation cache ({error}); set {CACHE_ENV} to a writable "
               "directory, or to 0 to silence this", file=sys.stderr)
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
     return path
+
+
+def drop_unfinished(path: Path) -> list[str]:
+    """Deletes the entries of the cache at `path` that a killed run left half written (no
+    access-time file beside them), under the lock JAX writes with.
+
+    Returns:
+      The names of the entries deleted.
+    """
+    dropped = []
+    with filelock.FileLock(path / _LOCK, timeout=_LOCK_TIMEOUT_S):
+        for entry in path.glob(f"*{_ENTRY}"):
+            if not entry.with_name(entry.name.removesuffix(_ENTRY) + _ATIME).exists():
+                entry.unlink(missing_ok=True)
+                dropped.append(entry.name)
+    return dropped
 
 
 class Executables:

@@ -39,6 +39,7 @@ from cwfcn import (
     control,
     cost,
     distributed,
+    hostmem,
     metrics,
     model,
     results,
@@ -527,6 +528,7 @@ class ClipScorer:
                 if on_maps is not None:
                     on_maps(part[:length], np.asarray(preds[:length]), fired[-1])
                 del part, frames, out, preds  # before the next part is made: one at a time
+                hostmem.release_freed()  # or the heap's peak creeps up with the length
         fired = np.concatenate(fired)
         c, length = self.num_classes, len(fired)
         ages = np.asarray(_age_buckets(jnp.asarray(fired[:, -1])))  # every frame is scored

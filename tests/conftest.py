@@ -1,5 +1,6 @@
 """Shared fixtures: one narrow FCN-8s for the whole session (test_model and test_clockwork),
-and a batch of CLI runs in one real process (test_cli, test_fuzz).
+and a batch of CLI runs in one real process (test_cli, test_fuzz); one compilation cache for
+the CLIs that the tests start.
 
 The net is shared so that each (shape, schedule) is traced and compiled once. Tests must
 not mutate `net`: use `nnx.clone(net)` before changing parameters or train/eval mode.
@@ -9,18 +10,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from flax import nnx
 
-from cwfcn import model
+from cwfcn import compilation, model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 NUM_CLASSES = 5
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The CLIs that tests start (each with a cache of its own) share one persistent
+    compilation cache for the run, as a user's runs share theirs: the tiny config's programs
+    compile once, not once a test (a seventh of test_cli's time). Set here, in the process
+    that starts pytest-xdist's workers, so that they inherit it; a user's setting stays."""
+    if hasattr(config, "workerinput") or compilation.CACHE_ENV in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="cwfcn-tests-xla-")
+    os.environ[compilation.CACHE_ENV] = folder
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +46,8 @@ def net() -> model.FCN8s:
 
 
 # Runs each argv of a JSON list on stdin as `cli.main` runs it, in a child forked from one
-# process that imported cwfcn (one JAX import for the batch): the work a run would start
-# replaced by "REACHED" and exit 0, its memory capped, killed past CLI_BOUND_S seconds.
+# process that imported cwfcn (one JAX import for the batch): with CLI_STOP=1 the work a run
+# would start replaced by "REACHED" and exit 0; its memory capped, killed past CLI_BOUND_S s.
 CLI_DRIVER = r"""
 import importlib.util, json, os, resource, select, signal, sys, time, traceback
 sys.path.insert(0, os.getcwd())
@@ -44,7 +59,8 @@ def reached(*args, **kwargs):
     os._exit(0)
 for module, name in ((train_lib, "_train"), (evaluate_lib, "load_net"),
                      (evaluate_lib, "evaluate_live"), (distributed.jax.distributed, "initialize")):
-    setattr(module, name, reached)
+    if os.environ["CLI_STOP"] == "1":
+        setattr(module, name, reached)
 out = []
 for argv in cases:
     rout, wout = os.pipe()
@@ -96,11 +112,14 @@ print("RESULTS " + json.dumps(out))
 
 @pytest.fixture(scope="session")
 def run_cli_batch():
-    """`run(prog, argvs, cache, bound_s) -> [{argv, status, output (stdout and stderr),
-    s}]`: `CLI_DRIVER`, with `cache` as CWFCN_CACHE."""
+    """`run(prog, argvs, cache, bound_s, stop) -> [{argv, status, output (stdout and
+    stderr), s}]`: `CLI_DRIVER`, with `cache` as CWFCN_CACHE; `stop=False` lets each run do
+    its work (loading the net, training) until it ends or fails."""
 
-    def run(prog: str, argvs: list[list[str]], cache: Path, bound_s: float = 20.0) -> list:
-        env = dict(os.environ, CWFCN_CACHE=str(cache), CLI_BOUND_S=str(bound_s))
+    def run(prog: str, argvs: list[list[str]], cache: Path, bound_s: float = 20.0,
+            stop: bool = True) -> list:
+        env = dict(os.environ, CWFCN_CACHE=str(cache), CLI_BOUND_S=str(bound_s),
+                   CLI_STOP=str(int(stop)))
         proc = subprocess.run([sys.executable, "-c", CLI_DRIVER, prog], input=json.dumps(argvs),
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]

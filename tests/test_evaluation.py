@@ -363,3 +363,13 @@ def test_a_streamed_clip_scores_as_the_whole_video_held_at_once(spec, monkeypatc
     for key in want.keys() - {"td", "seconds", "seconds_runs", "others_cpu_s", "latency"}:
         np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(want[key], float),
                                    err_msg=key)
+
+
+def test_a_part_of_a_stream_holds_at_most_its_bytes_and_at_least_a_frame():
+    """Issue 17 (7, 8): frames and float32 scores of a part stay under STREAM_PART_BYTES
+    (256 MiB): 720p with 5 classes is 256 MiB // (720*1280*8*4 B) = 9 frames; a 4000x3000
+    frame is over it alone and runs one at a time; small frames take a whole chunk."""
+    assert evaluation.STREAM_PART_BYTES == 256 * 2**20
+    assert evaluation.part_frames((720, 1280, 3), 5) == 268435456 // 29491200 == 9
+    assert evaluation.part_frames((3000, 4000, 3), 21) == 1
+    assert evaluation.part_frames((24, 32, 3), 21) == clockwork.DEFAULT_CHUNK

@@ -221,12 +221,27 @@ _CACHED_RUN = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_a_second_process_loads_the_engine_from_the_compilation_cache(tmp_path):
-    env = {**os.environ, "CWFCN_COMPILATION_CACHE": str(tmp_path / "xla"), "JAX_PLATFORMS": "cpu"}
-    runs = []
-    for _ in range(2):
+    """...and an entry that a killed process left half written is dropped and written again
+    (issue 17: it made every later run warn that it could not read it, and compile)."""
+    cache = tmp_path / "xla"
+    env = {**os.environ, "CWFCN_COMPILATION_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
+
+    def run() -> dict:
         done = subprocess.run([sys.executable, "-c", _CACHED_RUN], env=env, capture_output=True,
                               text=True, check=True)
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert runs[0]["path"] == str(tmp_path / "xla")
-    assert any((tmp_path / "xla").iterdir())  # the first process wrote the executable
-    assert runs[0]["hits"] == 0 and runs[1]["hits"] >= 1
+        assert "Error reading persistent compilation cache" not in done.stderr, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = run(), run()
+    assert first["path"] == str(cache)
+    entries = sorted(cache.glob("*-cache"))  # the first process wrote the executables,
+    assert entries and all(e.with_name(e.name[:-5] + "atime").exists() for e in entries)
+    assert (cache / ".lockfile").exists()  # under JAX's lock: the size bound turns it on
+    assert first["hits"] == 0 and second["hits"] >= 1
+    for entry in entries:  # what a kill in the middle of writing them leaves
+        entry.write_bytes(entry.read_bytes()[:100])
+        entry.with_name(entry.name[:-5] + "atime").unlink()
+    assert run()["hits"] == 0  # dropped and compiled (and the warning above never given)
+    rewritten = [e for e in entries if e.exists()]  # those again over the time to be cached
+    assert rewritten and all(e.stat().st_size > 100 and e.with_name(e.name[:-5] + "atime")
+                             .exists() for e in rewritten)

@@ -344,8 +344,8 @@ def test_a_failed_sample_fetch_is_one_line_and_exit_2():
 
 
 @pytest.fixture(scope="module")
-def cli_results(tmp_path_factory) -> dict[str, tuple[int, str]]:
-    """Runs every CLI case, two at a time: name -> (exit status, stderr)."""
+def cli_results(tmp_path_factory, run_cli_batch) -> dict[str, tuple[int, str]]:
+    """Runs every CLI case to its end (`run_cli_batch`): name -> (exit status, output)."""
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "empty.mp4").write_bytes(b"")
     (tmp / "notes.mp4").write_text("not a video\n")
@@ -359,14 +359,13 @@ def cli_results(tmp_path_factory) -> dict[str, tuple[int, str]]:
     ro = Path("/sys/cwfcn-test") if os.geteuid() == 0 else tmp / "ro"
     if os.geteuid() != 0:
         ro.mkdir(mode=0o555)
-    env = dict(os.environ, CWFCN_CACHE=str(tmp / "cache"))
-    names, done = list(CLI_CASES), {}
-    for batch in (names[i : i + 2] for i in range(0, len(names), 2)):
-        procs = {name: subprocess.Popen(
-            [sys.executable, *(a.format(tmp=tmp, ro=ro) for a in CLI_CASES[name][0])], cwd=ROOT,
-            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in batch}
-        for name, proc in procs.items():
-            done[name] = (proc.wait(timeout=300), proc.communicate()[1])
+    done = {}
+    for prog in ("evaluate.py", "train.py"):
+        names = [name for name, (argv, _) in CLI_CASES.items() if argv[0] == prog]
+        argvs = [[a.format(tmp=tmp, ro=ro) for a in CLI_CASES[name][0]] for name in names]
+        runs = run_cli_batch(prog, argvs, tmp / "cache", bound_s=300, stop=False)
+        done.update({name: (r["status"], r["output"]) for name, r in zip(names, runs,
+                                                                          strict=True)})
     return done
 
 
