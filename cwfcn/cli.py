@@ -2,8 +2,10 @@
 
 Bad input of any kind (a flag, a config override, a data or weight file, a full disk)
 ends the program with `<prog>: error: <the problem and the fix>` on one line of stderr
-and exit status 2, never a traceback. Ctrl-C ends it with one line and status 130; within
-`deferred_signals` (train.py's steps) SIGINT and SIGTERM wait for a safe point instead.
+and exit status 2, never a traceback. Ctrl-C ends it with one line and status 130, SIGTERM
+with one line and status 143 (raised as `Terminated`, so that both unwind alike: a live run
+still writes its row); within `deferred_signals` (train.py's steps) SIGINT and SIGTERM wait
+for a safe point instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ ERRORS = (ValueError, OSError, SampleFetchError)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what `deferred_signals` defers
 _OVERRIDE = re.compile(r"--?(no)?config(\.[A-Za-z_]\w*|\[-?\d+\])+")  # --config.a.b, a[0]
 _HELP = ("help", "helpfull", "helpshort", "helpxml", "?")  # absl's help flags
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`main`'s handler raises it): a stop asked for, handled where Ctrl-C is."""
+
+
+def _raise_terminated(signum: int, frame: object) -> NoReturn:
+    del signum, frame
+    raise Terminated
 
 
 def signal_status(signum: int) -> int:
@@ -65,14 +76,15 @@ def fail(prog: str, error: object) -> NoReturn:
 
 
 def run_or_fail(prog: str, body: Callable[[], None]) -> None:
-    """Runs `body`; a `ERRORS` exception ends the program through `fail`, a Ctrl-C outside
-    `deferred_signals` with one line and status 130."""
+    """Runs `body`; a `ERRORS` exception ends the program through `fail`, a Ctrl-C (or
+    `Terminated`) outside `deferred_signals` with one line and status 130 (or 143)."""
     try:
         body()
     except ERRORS as e:
         fail(prog, e)
-    except KeyboardInterrupt:
-        exit_now(f"{prog}: interrupted", signal_status(signal.SIGINT))
+    except KeyboardInterrupt as stop:
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        exit_now(f"{prog}: interrupted ({signum.name})", signal_status(signum))
 
 
 @contextlib.contextmanager
@@ -235,7 +247,8 @@ def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
 def main(prog: str, job: Callable[[], None]) -> None:
     """Runs `job` as the program `prog` (absl `app.run`): the flags parsed by `flags_parser`,
     orbax's per-file INFO logs off, the persistent compilation cache on, malloc's arenas
-    capped (`hostmem.limit_arenas`), and bad input ending through `fail`."""
+    capped (`hostmem.limit_arenas`), SIGTERM raising `Terminated`, and bad input ending
+    through `fail`."""
 
     def absl_main(argv: list[str]) -> None:
         if len(argv) > 1:  # absl passes what no flag took; a typo must not pass unnoticed
@@ -244,6 +257,7 @@ def main(prog: str, job: Callable[[], None]) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
         compilation.enable_cache()
         hostmem.limit_arenas()
+        signal.signal(signal.SIGTERM, _raise_terminated)
         run_or_fail(prog, job)
 
     app.run(absl_main, flags_parser=flags_parser(prog))

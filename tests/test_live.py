@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from cwfcn import clockwork, evaluate_lib, live, model
+from cwfcn import cli, clockwork, evaluate_lib, live, model
 from cwfcn.data import stream, video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,13 +147,14 @@ def test_latency_summary_of_no_frames_is_empty():
     assert live.latency_summary([])["p50"] is None
 
 
-def test_max_frames_and_ctrl_c_leave_a_playable_video(net, tmp_path):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, cli.Terminated])  # Ctrl-C, SIGTERM
+def test_max_frames_and_ctrl_c_leave_a_playable_video(net, tmp_path, stop):
     path, _ = _clip(tmp_path)
     out = tmp_path / "live.mp4"
 
     def interrupt(t, *_):
         if t == 4:
-            raise KeyboardInterrupt
+            raise stop
 
     with stream.FrameReader(path) as reader:
         row = live.run_live(net, reader, "adaptive", mean_bgr=MEAN, video_out=out,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import pkgutil
 import random
@@ -697,3 +698,57 @@ def test_two_evaluations_on_one_empty_cache_train_the_model_once(tmp_path):
     assert "trained earlier" in text  # it loaded the first run's model
     logged = re.findall(r'"step": (\d+)', (models / train_lib.METRICS_FILE).read_text())
     assert len(logged) == len(set(logged))  # one run trained it: no step logged twice
+
+
+def _journaled(path: Path) -> int:
+    """The clips an evaluation's journal holds as finished (its lines after the key)."""
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+@pytest.mark.slow
+def test_an_evaluation_stopped_by_any_signal_resumes_to_the_rows_of_one_never_stopped(tmp_path):
+    """Issue 17 (8): evaluate.py stopped by SIGINT, then by SIGTERM (it was killed at once,
+    without a word), then by SIGKILL, each after one more video: the first two end with one
+    line and 130 or 143, every stop keeps the videos finished, each rerun resumes, and the
+    last one's rows are those of a run never stopped (timings aside)."""
+    ck = tmp_path / "ck"
+    checkpoint.save(ck, 2, nnx.state(train_lib.build_net(tiny.get_config(), nnx.Rngs(0))))
+    argv = [sys.executable, "evaluate.py", "--config", "configs/tiny.py", "--data", "synthetic",
+            "--config.data.num_videos=6", "--config.data.num_frames=24", "--schedule", "oracle",
+            "--repeats=1", f"--checkpoint={ck}"]
+    env = dict(os.environ, CWFCN_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "r.json"
+    journal = Path(f"{out}.partial.jsonl")
+    done = 0
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen([*argv, f"--output={out}"], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while _journaled(journal) <= done:  # one more video finished, and synced
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.005)
+        proc.send_signal(signum)
+        err = proc.communicate(timeout=120)[1]
+        assert _journaled(journal) < 6 and not out.exists(), "it finished before the signal"
+        if done:
+            assert f"resuming: {done} clips done earlier" in err, err
+        if signum == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+        else:
+            assert proc.returncode == 128 + signum and "Traceback" not in err, err
+            assert err.splitlines()[-1] == f"evaluate.py: interrupted ({signum.name})", err
+        assert _journaled(journal) > done
+        done = _journaled(journal)
+    last = subprocess.run([*argv, f"--output={out}"], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert last.returncode == 0 and f"resuming: {done} clips done earlier" in last.stderr
+    assert not journal.exists()
+    once = subprocess.run([*argv, f"--output={tmp_path / 'once.json'}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert once.returncode == 0, once.stderr
+
+    def rows(path: Path) -> list[dict]:
+        return [{k: v for k, v in row.items() if k not in evaluation.ROW_TIMING}
+                for row in json.loads(path.read_text())["results"]]
+
+    assert rows(out) == rows(tmp_path / "once.json") and rows(out)[0]["videos"] == 6
