@@ -75,7 +75,8 @@ def enable_cache(environ: Mapping[str, str] = os.environ) -> Path | None:
 
 def drop_unfinished(path: Path) -> list[str]:
     """Deletes the entries of the cache at `path` that a killed run left half written (no
-    access-time file beside them), under the lock JAX writes with.
+    access-time file beside them), under the lock JAX writes with. Entries written before
+    the cache had a bound have none either: JAX keys those differently and never reads them.
 
     Returns:
       The names of the entries deleted.

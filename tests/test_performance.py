@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -232,16 +233,18 @@ def test_a_second_process_loads_the_engine_from_the_compilation_cache(tmp_path):
         assert "Error reading persistent compilation cache" not in done.stderr, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    def atime(entry: Path) -> Path:  # what JAX writes once `entry` is whole
+        return entry.with_name(entry.name.removesuffix("-cache") + "-atime")
+
     first, second = run(), run()
     assert first["path"] == str(cache)
     entries = sorted(cache.glob("*-cache"))  # the first process wrote the executables,
-    assert entries and all(e.with_name(e.name[:-5] + "atime").exists() for e in entries)
+    assert entries and all(atime(e).exists() for e in entries)
     assert (cache / ".lockfile").exists()  # under JAX's lock: the size bound turns it on
     assert first["hits"] == 0 and second["hits"] >= 1
     for entry in entries:  # what a kill in the middle of writing them leaves
         entry.write_bytes(entry.read_bytes()[:100])
-        entry.with_name(entry.name[:-5] + "atime").unlink()
+        atime(entry).unlink()
     assert run()["hits"] == 0  # dropped and compiled (and the warning above never given)
     rewritten = [e for e in entries if e.exists()]  # those again over the time to be cached
-    assert rewritten and all(e.stat().st_size > 100 and e.with_name(e.name[:-5] + "atime")
-                             .exists() for e in rewritten)
+    assert rewritten and all(e.stat().st_size > 100 and atime(e).exists() for e in rewritten)
