@@ -28,6 +28,7 @@ from cwfcn import (
     control,
     cost,
     durable,
+    estimate,
     evaluation,
     live,
     model,
@@ -535,6 +536,11 @@ def evaluate(
         journal = results.Journal(f"{output}{part}.partial.jsonl", job)
         if len(journal):
             _say(f"resuming: {len(journal)} clips done earlier ({journal.path})")
+    guess = estimate.for_source(net, source, to_run, phase=phase, dtype=dtype, repeats=repeats,
+                                shard=(process, processes) if processes > 1 else None,
+                                done=len(journal) if journal is not None else 0)
+    if guess is not None:
+        _say(estimate.describe(guess))
     load_s = time.perf_counter() - started  # the data listed, the nets loaded or trained
     names = class_names(config, data, source.num_classes)
     # The last schedule's first clip, written as it is scored (part by part for a file).

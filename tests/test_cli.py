@@ -187,6 +187,16 @@ def test_target_rate_is_calibrated_over_the_whole_data_set(tmp_path):
     assert f"{row['schedule']} {row['fired_ref'][-1]:.3f}" in proc.stderr
     assert f"2 schedules (oracle, {row['schedule']}) over 3 videos" in proc.stderr
     assert "evaluate: 100%" in proc.stderr and "3/3" in proc.stderr  # the progress bar
+    # The time it will take, said before the work starts: both schedules on 3 videos of the
+    # config's frame size; the calibrated clock is open-loop (no window): every frame counted.
+    config = tiny.get_config()
+    size = config.data.size
+    said = re.search(r"estimated time: .* \(2 schedules x 3 videos x 2 repeats; "
+                     rf"[0-9.]+ ms a full frame of {size}x{size} here; ([1-3]) of 3 videos read: "
+                     r"([0-9]+) frames over all schedules; the adaptive clocks counted as "
+                     r"firing on every frame\)", proc.stderr)
+    assert said and int(said[2]) == int(said[1]) * 2 * config.data.num_frames
+    assert said.start() < proc.stderr.index("evaluate: ")
     assert abs(row["fired_ref"][-1] - 0.5) <= 0.2
 
 
