@@ -42,7 +42,7 @@ from tqdm import tqdm
 if not __package__:  # run as a script: the repository root holds bench/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import device_info, emit, load_config
-from cwfcn import clockwork, evaluate_lib, hostmem, model
+from cwfcn import clockwork, compilation, evaluate_lib, hostmem, model
 from cwfcn.data import datasets, samples, video
 
 MODES = ("step", "chunks")
@@ -110,7 +110,8 @@ def _synthetic_video(path: Path, frames: int, size: tuple[int, int]) -> None:
 
 def measure_evaluation(args) -> dict:
     """One `evaluate.py --data video:FILE --max_frames N` run in this process: its peak RSS."""
-    hostmem.limit_arenas()  # as evaluate.py runs
+    hostmem.limit_arenas()  # as evaluate.py runs: its arenas, its compilation cache
+    compilation.enable_cache()
     with contextlib.redirect_stdout(io.StringIO()):  # the table: not this benchmark's output
         rows = evaluate_lib.evaluate(load_config(args.config), schedule=args.schedule,
                                      data=f"video:{args.eval_child}",

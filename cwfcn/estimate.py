@@ -17,6 +17,7 @@ Decoding and scoring are not counted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -35,45 +36,58 @@ LONG_S = 3600.0
 SAMPLE_S = 1.0
 
 
-def measure(net: nnx.Module, frame_shape: tuple[int, int, int], dtype=None
-            ) -> tuple[cost.StageFlops, float]:
+@functools.partial(jax.jit, static_argnames=("graphdef", "staging", "size"))
+def _full_frame(params, x, *, graphdef, staging, size):
+    """The whole net on `x` [1, H, W, 3], stage by stage, then the fusion to `size`."""
+    net, outs = nnx.merge(graphdef, params), []
+    for stage in staging.stages:
+        outs.append(stage(net, outs[-1] if outs else x))
+    return staging.fuse(net, tuple(outs), size)
+
+
+def measure(net: nnx.Module, frame_shape: tuple[int, int, int], dtype=None, *,
+            split: bool = True) -> tuple[cost.StageFlops, float]:
     """The net's seconds on one frame, per stage and for the fusion, and one compile's.
 
-    The whole net is compiled once for the frame (on a rerun, its compile, like the
-    evaluation's, comes from the persistent compilation cache) and timed on its second
-    run (the first is several times slower). Its time is split between the stages by their
-    FLOPs (`cost.stage_flops`, nothing run): timing each stage alone would take a compile
-    each.
+    The whole net runs twice on the frame: the first run compiles it (unless the process or
+    the persistent compilation cache has it already) and sets up what later runs reuse
+    (it is several times slower than they are), the second is timed. The time is split
+    between the stages by their FLOPs (`cost.stage_flops`, nothing run): timing each
+    stage alone would take a compile each.
 
     Args:
       net: a staged net.
       frame_shape: (H, W, 3).
       dtype: the compute dtype.
+      split: False: the whole time on the first stage, without counting FLOPs (for
+        schedules that run every stage on every frame, whose time no split changes).
 
     Returns:
-      (seconds of each stage and the fusion, the compile's seconds).
+      (seconds of each stage and the fusion, the first run's seconds beyond the second's).
     """
     staging = clockwork.staging_of(net)
     graphdef, params = nnx.split(net)
     params = clockwork.cast_params(params, dtype)
-
-    def frame(params, x):
-        net, outs = nnx.merge(graphdef, params), []
-        for stage in staging.stages:
-            outs.append(stage(net, outs[-1] if outs else x))
-        return staging.fuse(net, tuple(outs), frame_shape[:2])
-
     x = jax.numpy.zeros((1, *frame_shape), clockwork.compute_dtype(dtype))
-    start = time.perf_counter()
-    compiled = jax.jit(frame).lower(params, x).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(params, x))  # a first run sets up what later runs reuse
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(params, x))
-    seconds = time.perf_counter() - start
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        jax.block_until_ready(_full_frame(params, x, graphdef=graphdef, staging=staging,
+                                          size=tuple(frame_shape[:2])))
+        seconds.append(time.perf_counter() - start)
+    full, compile_s = seconds[1], max(0.0, seconds[0] - seconds[1])
+    if not split:
+        return cost.StageFlops((full,) + (0.0,) * (len(staging.stages) - 1), 0.0), compile_s
     flops = cost.stage_flops(net, tuple(frame_shape))
-    share = seconds / flops.total
+    share = full / flops.total
     return cost.StageFlops(tuple(share * f for f in flops.stages), share * flops.fuse), compile_s
+
+
+def runs_every_stage(schedule: schedules.Schedule) -> bool:
+    """Whether `clip_firings` counts every stage on every frame (the oracle, the pipelines,
+    an open-loop adaptive clock)."""
+    return (schedule.keep is None and all(p == 1 for p in schedule.periods)
+            and (schedule.theta is None or schedule.target_rate is None))
 
 
 def clip_firings(schedule: schedules.Schedule, length: int) -> np.ndarray:
@@ -270,7 +284,9 @@ def for_source(net: nnx.Module, source: sources.Source, to_run: Sequence[schedul
     sampled = sample_videos(source, shard)
     if not sampled:
         return None
-    took, compile_s = measure(net, sampled[0].shape, dtype)
+    split = not all(runs_every_stage(s.bind(len(clockwork.staging_of(net).stages)))
+                    for s in to_run)
+    took, compile_s = measure(net, sampled[0].shape, dtype, split=split)
     return estimate(source, to_run, sampled, len(range(process, len(source.videos), processes)),
                     took, compile_s, phase=phase, repeats=repeats, done=done)
 

@@ -81,7 +81,8 @@ def test_memory_benchmark_smoke(tmp_path):
     config = tiny.get_config()
     checkpoint.save(tmp_path / "ck", 1, nnx.state(train_lib.build_net(config, nnx.Rngs(0))))
     result = memory.main(["--narrow", "--frames", "40", "--early", "10", "--size", "24",
-                          "--chunk", "8", "--json", str(tmp_path / "memory.json"),
+                          "--chunk", "8", "--schedule", "oracle",
+                          "--json", str(tmp_path / "memory.json"),
                           "--evaluate", "--eval_videos", "synthetic", "--eval_frames", "20",
                           "--eval_size", "40x56", "--checkpoint", str(tmp_path / "ck")])
     modes = {m["mode"]: m for m in result["modes"]}

@@ -208,3 +208,23 @@ def test_for_source_times_the_net_on_the_first_videos_frame(net):
     assert guess.run_s == pytest.approx(5 * guess.full_frame_s * 3)
     assert estimate.for_source(net, source, [_schedule("oracle")], phase="clip",
                                shard=(3, 4)) is None  # process 3 of 4 has no video
+
+
+@pytest.mark.parametrize("spec, every", [
+    ("oracle", True), ("pipeline2", True), ("adaptive:0.3", True), ("skip", False),
+    ("alternating", False), ("adaptive:0.3@0.5/8", False), ("pool4", False)])
+def test_the_schedules_that_run_every_stage_on_every_frame_need_no_split(spec, every):
+    schedule = _schedule(spec)
+    assert estimate.runs_every_stage(schedule) == every
+    fired = estimate.clip_firings(schedule, 12)
+    assert bool((fired == 12).all()) == every  # what the split is for: stages counted apart
+
+
+def test_the_measured_time_is_split_by_the_stages_flops(net):
+    took, compile_s = estimate.measure(net, (16, 24, 3))
+    flops = cost.stage_flops(net, (16, 24, 3))
+    np.testing.assert_allclose(np.array([*took.stages, took.fuse]) / (sum(took.stages) + took.fuse),
+                               np.array([*flops.stages, flops.fuse]) / flops.total, rtol=1e-6)
+    whole, _ = estimate.measure(net, (16, 24, 3), split=False)
+    assert whole.stages[0] > 0 and whole.stages[1:] == (0.0, 0.0) and whole.fuse == 0.0
+    assert compile_s >= 0
