@@ -257,7 +257,10 @@ def main(prog: str, job: Callable[[], None]) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
         compilation.enable_cache()
         hostmem.limit_arenas()
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        run_or_fail(prog, job)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            run_or_fail(prog, job)
+        finally:  # a caller in this process (a test, a notebook) gets its own handler back
+            signal.signal(signal.SIGTERM, previous)
 
     app.run(absl_main, flags_parser=flags_parser(prog))

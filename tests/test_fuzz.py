@@ -17,6 +17,7 @@ import faulthandler
 import importlib.util
 import io
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -306,6 +307,17 @@ def test_help_exits_0(cli_in_process):
     """absl's --help and --helpfull exit 1: help asked for is no error."""
     for flag in ("--help", "--helpfull", "--helpshort"):
         assert cli_in_process(["train.py", flag])[0] == 0
+
+
+def test_a_run_in_process_leaves_the_callers_sigterm_handler(cli_in_process):
+    """cli.main turns SIGTERM into `cli.Terminated` while it runs, then gives the caller (a
+    test, a notebook) its own handler back: left installed, pytest's own SIGTERM at the end
+    of a run was raised inside whatever ran then."""
+    before = signal.getsignal(signal.SIGTERM)
+    for argv in (["evaluate.py", "--config", "configs/tiny.py"],  # reaches the work
+                 ["evaluate.py", "--config", "configs/tiny.py", "--theta", "2"]):  # fails
+        cli_in_process(argv)
+        assert signal.getsignal(signal.SIGTERM) is before, argv
 
 
 # ---------------------------------------------------------------------------------------------
