@@ -139,10 +139,11 @@ def clip_lengths(source: sources.Source, schedule: schedules.Schedule, phase: st
     """The frames of each clip `schedule` runs on video `index` of `source` (`video`), as
     its protocol forms them, without reading its frames; None: a stream of unknown length.
     """
-    clips_of = source.form(protocol.Lazy(len(source.videos), lambda i: _stand_in(video)),
-                           schedule, source.check_phase(phase))
+    stand_in = _stand_in(video)  # a FORM may read the data set's length, not its videos
+    clips_of = source.form(protocol.Lazy(len(source.videos), lambda i: stand_in), schedule,
+                           source.check_phase(phase))
     return [len(clip.frames) if isinstance(clip, protocol.Clip) else clip.length
-            for clip in clips_of(index, _stand_in(video))]
+            for clip in clips_of(index, stand_in)]
 
 
 class Sampled(NamedTuple):

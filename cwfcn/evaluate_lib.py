@@ -482,6 +482,7 @@ def evaluate(
     """
     started = time.perf_counter()
     process, processes = jax.process_index(), jax.process_count()
+    shard = (process, processes) if processes > 1 else None
     thetas = _parse_options(config, schedule, theta, target_rate, calibration_frames, repeats,
                             target_ms, rate_window, rate_tolerance)
     for flag, value in (("--output", output), ("--checkpoint", checkpoint_path), ("--plot", plot),
@@ -537,8 +538,7 @@ def evaluate(
         if len(journal):
             _say(f"resuming: {len(journal)} clips done earlier ({journal.path})")
     guess = estimate.for_source(net, source, to_run, phase=phase, dtype=dtype, repeats=repeats,
-                                shard=(process, processes) if processes > 1 else None,
-                                done=len(journal) if journal is not None else 0)
+                                shard=shard, done=len(journal) if journal is not None else 0)
     if guess is not None:
         _say(estimate.describe(guess))
     load_s = time.perf_counter() - started  # the data listed, the nets loaded or trained
@@ -547,9 +547,8 @@ def evaluate(
     scored_overlay = _Overlay(video_out, source, names, 25.0) if video_out else None
     rows = run_schedules(net, source, to_run, phase=phase,
                          boundary_radius=config.clock.boundary_radius, dtype=dtype,
-                         baseline_nets=baseline_nets, journal=journal,
-                         shard=(process, processes) if processes > 1 else None, repeats=repeats,
-                         on_first_clip=scored_overlay)
+                         baseline_nets=baseline_nets, journal=journal, shard=shard,
+                         repeats=repeats, on_first_clip=scored_overlay)
     if process != 0:  # process 0 alone reports
         if journal is not None:
             journal.remove()
